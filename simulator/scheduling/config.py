@@ -1,0 +1,25 @@
+"""Scheduler settings shared by the simulator and the real engine (same keys in both)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SchedulerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str = Field("vllm", description="batching policy, a name from the policy registry")
+    max_num_seqs: int = Field(256, gt=0, description="most sequences in one step")
+    max_num_batched_tokens: int | None = Field(
+        None, gt=0, description="most new tokens in one step; default max(max_model_len, 2048)"
+    )
+    block_size: int = Field(16, gt=0, description="tokens per KV-cache block")
+    watermark: float = Field(0.01, ge=0, lt=1, description="fraction of blocks admissions leave free")
+    max_model_len: int | None = Field(None, gt=0, description="longest prompt + output; default the model's")
+    chunk_size: int = Field(512, gt=0, description="prefill token budget per step, chunked-prefill policies")
+    preemption_mode: Literal["recompute"] = "recompute"
+
+    def token_budget(self, max_model_len: int) -> int:
+        return self.max_num_batched_tokens or max(max_model_len, 2048)
