@@ -1,0 +1,147 @@
+"""Readable results: the terminal table of a run, summary.json, and atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from simulator.metrics import Summary
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part.
+
+    The bytes go to a temporary file in the same directory (same filesystem), are flushed to disk,
+    then renamed over `path`. Parent directories are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """`write_bytes_atomic` for UTF-8 text."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def summary_to_json(summary: Summary, path: str | os.PathLike[str]) -> Path:
+    """Write `summary.to_dict()` as strict JSON (missing values are null, never NaN)."""
+    text = json.dumps(summary.to_dict(), indent=2, allow_nan=False)
+    return write_text_atomic(path, text + "\n")
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.1f}"
+
+
+def _num(value: float | None, fmt: str = ",.2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction * 100:.1f}%"
+
+
+def saturation_banner(summary: Summary) -> Panel:
+    """The red warning shown above the numbers of a saturated run."""
+    text = Text()
+    text.append("SATURATED: this deployment cannot keep up with this load.\n", style="bold")
+    text.append(f"{summary.saturation_reason}.\n" if summary.saturation_reason else "")
+    text.append(
+        "The queue keeps growing, so the latencies below depend on how long the run lasted and "
+        "are not meaningful.\nAdd replicas, use faster hardware, or lower the request rate."
+    )
+    return Panel(text, title="saturated", border_style="bold red", style="red")
+
+
+def summary_tables(summary: Summary) -> list[Table]:
+    """Latency, throughput/cost and per-class SLO tables, ready to print."""
+    latency = Table(title="Latency (ms)", title_justify="left")
+    latency.add_column("metric")
+    for column in ("mean", "p50", "p90", "p95", "p99", "samples"):
+        latency.add_column(column, justify="right")
+    names = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2e": "E2E"}
+    for key, label in names.items():
+        stats = summary.latency[key]
+        latency.add_row(
+            label,
+            _ms(stats.mean),
+            _ms(stats.p50),
+            _ms(stats.p90),
+            _ms(stats.p95),
+            _ms(stats.p99),
+            f"{stats.count:,}",
+        )
+
+    overall = Table(title="Throughput and cost", title_justify="left", show_header=False)
+    overall.add_column("quantity")
+    overall.add_column("value", justify="right")
+    overall.add_row(
+        "requests",
+        f"{summary.total:,} arrived, {summary.completed:,} completed, {summary.rejected:,} rejected, "
+        f"{summary.unfinished:,} unfinished, {summary.errors:,} errors",
+    )
+    overall.add_row("duration", f"{summary.duration:,.1f} s")
+    overall.add_row("request throughput", f"{_num(summary.request_throughput)} req/s")
+    overall.add_row("output tokens", f"{_num(summary.output_throughput, ',.1f')} tok/s")
+    overall.add_row("total tokens", f"{_num(summary.total_token_throughput, ',.1f')} tok/s")
+    overall.add_row("goodput", f"{_num(summary.goodput)} req/s")
+    overall.add_row("SLO attainment", _pct(summary.slo_attainment))
+    if summary.gpu_busy_fraction is not None:
+        overall.add_row("GPU busy", _pct(summary.gpu_busy_fraction))
+    if summary.kv_usage_mean is not None:
+        overall.add_row("KV cache used (mean)", _pct(summary.kv_usage_mean))
+    if summary.cost_per_hour:
+        overall.add_row("cost", f"${summary.cost_per_hour:,.2f}/h, ${summary.cost_total:,.4f} this run")
+        overall.add_row("cost per 1M output tokens", f"${_num(summary.cost_per_million_output_tokens, ',.4f')}")
+        overall.add_row("cost per 1M total tokens", f"${_num(summary.cost_per_million_total_tokens, ',.4f')}")
+
+    classes = Table(title="SLOs per class", title_justify="left")
+    for column in ("class", "SLO (ms)", "arrived", "completed", "good", "goodput req/s", "attainment"):
+        classes.add_column(column, justify="left" if column in ("class", "SLO (ms)") else "right")
+    for name, cls in summary.classes.items():
+        slo = cls.slo.model_dump(exclude_none=True) if cls.slo else {}
+        slo_text = ", ".join(f"{k.removesuffix('_ms')}<={v:g}" for k, v in slo.items()) or "none"
+        classes.add_row(
+            name,
+            slo_text,
+            f"{cls.total:,}",
+            f"{cls.completed:,}",
+            f"{cls.good:,}",
+            _num(cls.goodput),
+            _pct(cls.slo_attainment),
+        )
+    return [latency, overall, classes]
+
+
+def print_summary(summary: Summary, console: Console | None = None, title: str = "llmsim results") -> None:
+    """Print a run's summary: a red saturation banner when it applies, then the tables."""
+    console = console or Console()
+    console.rule(f"[bold]{title}")
+    if summary.saturated:
+        console.print(saturation_banner(summary))
+    console.print(Group(*summary_tables(summary)))
+    if summary.saturated:
+        console.print("[bold red]Saturated: the latencies above are not meaningful at this load.")
