@@ -14,7 +14,7 @@ def _cmd_run(args) -> int:
     from simulator.scenario import load_scenario
     from simulator.simulation import run
 
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, args.set)
     results = run(scenario, seed=args.seed)
     out = Path(args.out) if args.out else Path("results") / scenario.name
     results.save(out)
@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a scenario field, e.g. --set deployment.weight_dtype=int8 (repeatable)",
+    )
     p.set_defaults(func=_cmd_run)
     return parser
 

@@ -1,0 +1,65 @@
+"""The outcome of a run (simulated or measured) and how it is written to disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from simulator.metrics import RequestRecord, Summary, requests_frame
+from simulator.plots import plot_results
+
+
+@dataclass
+class Results:
+    summary: Summary
+    records: list[RequestRecord]
+    timeseries: pd.DataFrame | None
+    slos: dict
+    description: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # provenance: what produced these numbers
+    _requests: pd.DataFrame | None = None
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """One row per request (seconds)."""
+        if self._requests is None:
+            self._requests = requests_frame(self.records, self.slos)
+        return self._requests
+
+    def plot(self, out_dir: str | Path) -> list[Path]:
+        return plot_results(self.requests, self.timeseries, Path(out_dir), slos=self.slos)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write summary.json, requests.csv, timeseries.csv and plots/ to `out_dir`.
+
+        Everything is written to a temporary sibling folder first and moved into place at the
+        end, so an interrupted run never leaves a half-written result folder.
+        """
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            summary = self.summary.to_dict() | {"run": self.info}
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
+            self.requests.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
+            if self.timeseries is not None:
+                self.timeseries.to_csv(tmp / "timeseries.csv", index=False, float_format="%.6f")
+            self.plot(tmp / "plots")
+            if out.exists():
+                old = out.with_name(f".{out.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out

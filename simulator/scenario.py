@@ -1,0 +1,174 @@
+"""The scenario: one YAML file that states a question (model, GPUs, policy, traffic, SLOs).
+
+Validated with pydantic: unknown keys and bad values are rejected with the path to the field, the
+value given and what is allowed. Nothing in a scenario executes code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
+
+from simulator import specs
+from simulator.errors import ConfigError
+from simulator.scheduling import POLICIES, SchedulerConfig
+from simulator.validation import format_validation_error
+from simulator.workload import WorkloadConfig
+
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Deployment(_Strict):
+    """What runs where: replicas of one model, each on `tensor_parallel` GPUs."""
+
+    replicas: int = Field(1, gt=0)
+    tensor_parallel: int = Field(1, gt=0)
+    weight_dtype: Dtype = "fp16"
+    kv_dtype: Dtype = "fp16"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    activation_reserve_gb: float | None = Field(None, ge=0, description="default: estimated from the model")
+    price_per_gpu_hour: float | None = Field(None, ge=0, description="default: the hardware catalog's")
+
+
+class EfficiencySettings(_Strict):
+    """Fractions of datasheet peaks reached (defaults from published measurements, see execution.py)."""
+
+    memory_bandwidth: float | None = Field(None, gt=0, le=1)
+    linear_compute: float | None = Field(None, gt=0, le=1)
+    attention_compute: float | None = Field(None, gt=0, le=1)
+    interconnect: float | None = Field(None, gt=0, le=1)
+
+
+class OverheadSettings(_Strict):
+    """Host-side time per step, in seconds."""
+
+    constant_s: float | None = Field(None, ge=0)
+    per_sequence_s: float | None = Field(None, ge=0)
+    per_token_s: float | None = Field(None, ge=0)
+
+
+class RooflineSettings(_Strict):
+    efficiency: EfficiencySettings = EfficiencySettings()
+    overhead: OverheadSettings = OverheadSettings()
+    compute_dtype: Dtype | None = Field(None, description="matmul dtype; default follows the weights")
+
+
+class Execution(_Strict):
+    """How long a step takes: the roofline model from the specs, with optional overrides."""
+
+    roofline: RooflineSettings = RooflineSettings()
+
+
+class RunSettings(_Strict):
+    max_time_s: PositiveFloat | None = Field(
+        None, description="stop the simulated clock here; default: when every request has finished"
+    )
+    merge_decode_steps: bool = Field(True, description="merge identical decode steps (same results, faster)")
+
+
+class Scenario(_Strict):
+    name: str = Field("scenario", min_length=1)
+    description: str = ""
+    seed: int = 0
+    model: str | dict[str, Any] = Field(..., description="catalog name or an inline model spec")
+    hardware: str | dict[str, Any] = Field(..., description="catalog name or an inline hardware spec")
+    deployment: Deployment = Deployment()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    router: str = "round_robin"
+    execution: Execution = Execution()
+    workload: WorkloadConfig
+    run: RunSettings = RunSettings()
+
+    base_dir: Path | None = Field(None, exclude=True, description="folder relative paths resolve against")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_policy(cls, value: SchedulerConfig) -> SchedulerConfig:
+        if value.policy not in POLICIES:
+            raise ValueError(f"unknown policy {value.policy!r}; allowed: {', '.join(sorted(POLICIES))}")
+        return value
+
+    # --- resolved specs --------------------------------------------------------------------
+    def model_spec(self) -> specs.ModelSpec:
+        if isinstance(self.model, str):
+            return specs.get_model(self.model)
+        data = dict(self.model)
+        return specs.model_from_dict(str(data.pop("name", "custom-model")), data)
+
+    def hardware_spec(self) -> specs.HardwareSpec:
+        if isinstance(self.hardware, str):
+            return specs.get_hardware(self.hardware)
+        data = dict(self.hardware)
+        return specs.hardware_from_dict(str(data.pop("name", "custom-gpu")), data)
+
+    def max_model_len(self) -> int:
+        return self.scheduler.max_model_len or self.model_spec().max_context
+
+    def price_per_hour(self) -> float:
+        """USD per hour for the whole deployment."""
+        per_gpu = self.deployment.price_per_gpu_hour
+        if per_gpu is None:
+            per_gpu = self.hardware_spec().price_per_hour
+        return per_gpu * self.deployment.tensor_parallel * self.deployment.replicas
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
+
+
+def parse_scenario(data: Any, source: str = "scenario", base_dir: Path | None = None) -> Scenario:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a scenario must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, Scenario, source)) from None
+    scenario.base_dir = base_dir
+    # Resolve catalog names now, so a typo fails before any work starts.
+    scenario.model_spec()
+    scenario.hardware_spec()
+    return scenario
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `dotted.key=value` overrides (values parsed as YAML) to a scenario mapping."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. deployment.replicas=4")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} holds a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"scenario file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+        apply_overrides(data, overrides or [])
+    return parse_scenario(data, source=str(path), base_dir=path.resolve().parent)
