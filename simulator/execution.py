@@ -164,7 +164,9 @@ class RooflineModel:
 
     @staticmethod
     def _total(terms: dict[str, np.ndarray]) -> np.ndarray:
-        return terms["overhead"] + terms["linear"] + terms["lm_head"] + terms["attention"] + terms["allreduce"]
+        return (
+            terms["overhead"] + terms["linear"] + terms["lm_head"] + terms["attention"] + terms["allreduce"]
+        )
 
     # --- ExecutionModel ------------------------------------------------------------------------
     def step_time(self, new_tokens: np.ndarray, cached_tokens: np.ndarray) -> float:
@@ -211,4 +213,3 @@ class RooflineModel:
                 "(Dao 2023) fractions of peak; nccl-tests bus bandwidth",
             },
         }
-

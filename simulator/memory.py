@@ -96,13 +96,17 @@ def kv_capacity_tokens(
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     reserve = (
-        default_activation_reserve(model, tp=tp) if activation_reserve_bytes is None else activation_reserve_bytes
+        default_activation_reserve(model, tp=tp)
+        if activation_reserve_bytes is None
+        else activation_reserve_bytes
     )
     budget = hw.memory_bytes * gpu_memory_utilization
     weights = weights_per_gpu_bytes(model, weight_dtype, tp)
     free = budget - weights - reserve
     if free <= 0:
-        raise ConfigError(_does_not_fit(model, hw, tp, weight_dtype, gpu_memory_utilization, weights, reserve))
+        raise ConfigError(
+            _does_not_fit(model, hw, tp, weight_dtype, gpu_memory_utilization, weights, reserve)
+        )
     return int(free // kv_bytes_per_token_per_gpu(model, kv_dtype, tp))
 
 

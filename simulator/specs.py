@@ -206,7 +206,7 @@ def hardware_from_dict(name: str, data: dict) -> HardwareSpec:
     try:
         return HardwareSpec(
             name=name,
-            memory_bytes=data.pop("memory_gb") * GB,
+            memory_bytes=data.pop("memory_gib") * GiB,
             memory_bandwidth=data.pop("memory_bandwidth_gbps") * GB,
             flops={k: v * 1e12 for k, v in data.pop("tflops").items()},
             interconnect_bandwidth=data.pop("interconnect_gbps") * GB,
