@@ -17,7 +17,7 @@ from simulator.replica import Replica
 from simulator.results import Results
 from simulator.routing import make_router
 from simulator.scenario import Scenario
-from simulator.scheduling import BlockManager, Sequence, SeqStatus, make_scheduler
+from simulator.scheduling import BlockManager, SeqStatus, Sequence, make_scheduler
 from simulator.workload import Workload, generate
 
 

@@ -87,7 +87,7 @@ def with_change(path, value):
          "missing-trace", "does-not-fit"],
 )
 def test_bad_input_gives_one_clear_message_and_exit_2(tmp_path, capsys, data, expected):
-    code, out, err = run_cli(capsys, "run", write(tmp_path, data), "--out", tmp_path / "res")
+    code, _, err = run_cli(capsys, "run", write(tmp_path, data), "--out", tmp_path / "res")
     assert code == 2
     assert "Traceback" not in err
     for fragment in expected:
@@ -114,6 +114,6 @@ def test_missing_scenario_and_bad_set(tmp_path, capsys):
 def test_console_script_has_no_traceback_for_user_errors(tmp_path):
     path = write(tmp_path, with_change(["model"], "gpt-5"))
     proc = subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(path)],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("llmsim: error:") and "Traceback" not in proc.stderr

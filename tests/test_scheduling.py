@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simulator.scheduling import BlockManager, SchedulerConfig, Sequence, SeqStatus, make_scheduler
+from simulator.scheduling import BlockManager, SchedulerConfig, SeqStatus, Sequence, make_scheduler
 
 
 def seq(i, prompt, out, arrival=0.0):
