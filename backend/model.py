@@ -1,0 +1,195 @@
+"""The Llama architecture, built from a ModelSpec, running one engine step over a paged KV cache.
+
+Read top to bottom: RMSNorm, rotary embeddings, attention, MLP, decoder layer, model. Two fusions
+keep the matmul count low: q, k and v share one projection (`qkv_proj`, rows in that order) and
+so do the MLP's gate and up (`gate_up_proj`, gate rows first). The loader fills those fused
+weights from a checkpoint's separate tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.attention import StepBatch, StepMetadata, paged_attention, prepare_step
+from backend.device import resolve_device, resolve_dtype
+from backend.kv_cache import PagedKVCache
+from simulator.specs import ModelSpec
+
+__all__ = ["Llama", "StepBatch", "build_model", "linear"]
+
+
+# On CPU, fp32 matmuls run through oneDNN (as torch.compile's CPU backend does): on CPUs where the
+# default BLAS takes a generic code path (MKL on AMD), it streams weights two to three times faster.
+_ONEDNN_FP32 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if _ONEDNN_FP32 and x.dtype == torch.float32 and x.device.type == "cpu":
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        # Half precision: normalise in fp32, scale after rounding back (as the reference does).
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
+
+
+def rope_tables(head_dim: int, max_positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin, [max_positions, head_dim], for the rotate-half rotary convention.
+
+    rotate_half(x) = cat(-x2, x1) = roll(x, d/2) * [-1.., +1..], so the sign is folded into the
+    sin table and applying rotary embeddings is x * cos + roll(x) * sin.
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([cos, cos], -1).float(), torch.cat([-sin, sin], -1).float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [T, heads, d]; cos, sin [T, 1, d]."""
+    return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, -1), sin)
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: ModelSpec, layer: int, dtype: torch.dtype):
+        super().__init__()
+        self.layer = layer
+        self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+        self.qkv_proj = Linear(spec.hidden_size, q_size + 2 * kv_size, bias=spec.attention_bias, dtype=dtype)
+        self.o_proj = Linear(q_size, spec.hidden_size, bias=False, dtype=dtype)
+
+    def forward(self, x, step: StepMetadata, rope, kv: PagedKVCache) -> torch.Tensor:
+        t, h, hk, d = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = self.qkv_proj(x)
+        qk = apply_rope(qkv[:, : (h + hk) * d].view(t, h + hk, d), *rope)
+        q, k = qk[:, :h], qk[:, h:]
+        v = qkv[:, (h + hk) * d :].view(t, hk, d)
+        kv.write(self.layer, step.slot_mapping, k, v)
+        out = paged_attention(q, k, v, step, kv, self.layer)
+        return self.o_proj(out.reshape(t, h * d))
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: ModelSpec, dtype: torch.dtype):
+        super().__init__()
+        self.gate_up_proj = Linear(spec.hidden_size, 2 * spec.intermediate_size, bias=False, dtype=dtype)
+        self.down_proj = Linear(spec.intermediate_size, spec.hidden_size, bias=False, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec, layer: int, dtype: torch.dtype):
+        super().__init__()
+        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, dtype)
+        self.self_attn = Attention(spec, layer, dtype)
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, dtype)
+        self.mlp = MLP(spec, dtype)
+
+    def forward(self, x, step: StepMetadata, rope, kv: PagedKVCache) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), step, rope, kv)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Llama(nn.Module):
+    """A Llama-family decoder. Weights are allocated but not initialised: see build_model and the loader."""
+
+    def __init__(
+        self, spec: ModelSpec, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu"
+    ):
+        super().__init__()
+        self.spec = spec
+        dtype, device = resolve_dtype(dtype), resolve_device(device)
+        with torch.device("meta"):  # allocate once, on the target device, without a throwaway init
+            self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size, dtype=dtype)
+            self.layers = nn.ModuleList(DecoderLayer(spec, i, dtype) for i in range(spec.num_layers))
+            self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, dtype)
+            self.lm_head = (
+                None
+                if spec.tie_embeddings
+                else Linear(spec.hidden_size, spec.vocab_size, bias=False, dtype=dtype)
+            )
+        self.to_empty(device=device)
+        cos, sin = rope_tables(spec.head_dim, spec.max_context, spec.rope_theta)
+        self.register_buffer("rope_cos", cos.to(device), persistent=False)
+        self.register_buffer("rope_sin", sin.to(device), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def init_weights(self, seed: int = 0, std: float = 0.02) -> None:
+        """Norms to one, every other weight N(0, std); drawn on CPU, so a seed gives one model anywhere."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name.endswith("layernorm.weight") or name == "norm.weight":
+                    param.fill_(1.0)
+                else:
+                    param.copy_(torch.randn(param.shape, generator=gen) * std)
+
+    def make_kv_cache(self, num_blocks: int, block_size: int = 16) -> PagedKVCache:
+        return PagedKVCache.for_model(self.spec, num_blocks, block_size, self.dtype, self.device)
+
+    @torch.inference_mode()
+    def forward(self, batch: StepBatch, kv: PagedKVCache, all_logits: bool = False) -> torch.Tensor:
+        """Run one step; return logits [num_seqs, vocab] of each sequence's last new token.
+
+        With all_logits, return logits [num_tokens, vocab] of every new token (in batch order), as
+        verifying speculative tokens needs.
+        """
+        longest = max(c + len(t) for c, t in zip(batch.cached_tokens, batch.token_ids))
+        if longest > self.spec.max_context:
+            raise ValueError(f"a sequence reaches {longest} tokens, past max_context {self.spec.max_context}")
+        step = prepare_step(batch, kv.block_size, self.device)
+        rope = (
+            self.rope_cos[step.positions].unsqueeze(1).to(self.dtype),
+            self.rope_sin[step.positions].unsqueeze(1).to(self.dtype),
+        )
+        x = self.embed_tokens(step.input_ids)
+        for layer in self.layers:
+            x = layer(x, step, rope, kv)
+        if not all_logits:
+            x = x[step.last_token_index]
+        x = self.norm(x)
+        if self.lm_head is None:
+            return linear(x, self.embed_tokens.weight)
+        return self.lm_head(x)
+
+
+def build_model(
+    spec: ModelSpec,
+    seed: int = 0,
+    dtype: str | torch.dtype = "fp32",
+    device: str | torch.device = "cpu",
+    std: float = 0.02,
+) -> Llama:
+    """A model of the given shape with seeded random weights (step times do not depend on values)."""
+    model = Llama(spec, dtype, device)
+    model.init_weights(seed, std)
+    return model
