@@ -25,17 +25,17 @@ class StaticBatchScheduler(Scheduler):
         return Step(seqs, [s.remaining_compute for s in seqs], [s.num_computed for s in seqs])
 
     def _form_batch(self, now: float) -> None:
-        budget = self.token_budget
+        # The whole batch is prefilled in one pass, as request-level engines do: the token
+        # budget of iteration-level schedulers does not apply, only seats and memory.
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             seq: Sequence = self.waiting[0]
             need = self.blocks.blocks_needed(seq, seq.max_total_tokens)
-            if seq.prompt_len > budget or not self.blocks.can_allocate(need, admission=True):
+            if not self.blocks.can_allocate(need, admission=True):
                 break
             self.waiting.popleft()
             self.blocks.allocate(seq, seq.max_total_tokens)  # reserve the whole generation
             self._start(seq, now)
             self.running.append(seq)
-            budget -= seq.prompt_len
 
     def decode_run_length(self, step: Step) -> int:
         if not step.is_pure_decode:
