@@ -20,7 +20,53 @@ def _cmd_run(args) -> int:
     results.save(out)
     print_summary(results.summary, title=f"{scenario.name}: {results.description}")
     print(f"results: {out}/ (summary.json, requests.csv, timeseries.csv, plots/*.png)")
+    if "autoscaling" in results.info:
+        _print_autoscaling(scenario, results, args.compare_fixed)
     return 0
+
+
+def _print_autoscaling(scenario, results, compare: bool) -> None:
+    scaling = results.info["autoscaling"]
+    print(f"autoscaling: {scaling['mean_replicas']:.2f} replicas on average, peak {scaling['peak_replicas']}, "
+          f"{scaling['replica_hours']:.2f} replica-hours, ${scaling['usd_per_day']:,.2f} per day "
+          "(replicas over time: replicas.csv, plots/replicas.png)")
+    if compare:
+        from simulator.scaling_compare import autoscaled_vs_fixed
+
+        table, _ = autoscaled_vs_fixed(scenario, seed=results.info["seed"])
+        print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+
+
+def _cmd_sweep(args) -> int:
+    from simulator.capacity_report import print_sweep
+    from simulator.sweep import run_sweep
+
+    result = run_sweep(args.scenario, args.set, seeds=args.seeds, workers=args.workers, ray=args.ray,
+                       max_rate=True if args.max_rate else None)
+    out = Path(args.out) if args.out else Path("results") / result.name / "sweep"
+    result.save(out)
+    print_sweep(result)
+    print(f"results: {out}/ (sweep.csv, runs.csv, load_latency.png{', max_rate.json' if result.max_rate else ''})")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    from simulator.capacity_report import print_plan
+    from simulator.plan import run_plan
+
+    result = run_plan(args.scenario, overrides=args.set, seeds=args.seeds, workers=args.workers, ray=args.ray)
+    out = Path(args.out) if args.out else Path("results") / result.name / "plan"
+    result.save(out)
+    print_plan(result)
+    print(f"results: {out}/ (candidates.csv, plan.json, pareto.png)")
+    return 0 if result.feasible else 1
+
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: one per core; 1 runs in this process)")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run the simulations as tasks on a Ray cluster instead of local processes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +81,127 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a scenario field, e.g. --set deployment.weight_dtype=int8 (repeatable)",
     )
+    p.add_argument("--compare-fixed", action="store_true",
+                   help="with autoscaling: also run a fixed deployment sized for the peak and compare")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("sweep", help="load-latency curves over any scenario field; highest rate meeting SLOs")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUES",
+        help="a swept field as start:stop:step or a comma list (several form a grid), "
+        "or a plain override; e.g. --set workload.arrival.rate=1:40:2",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3)")
+    p.add_argument("--max-rate", action="store_true",
+                   help="find the highest arrival rate meeting the SLOs (automatic when the rate is swept "
+                   "and the scenario has SLOs)")
+    p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/sweep)")
+    _add_parallel_options(p)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("plan", help="the cheapest deployment meeting the SLOs of the scenario's plan: section")
+    p.add_argument("scenario", help="scenario YAML file with a plan: section")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per candidate (default: plan.seeds, 3)")
+    p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/plan)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field, e.g. --set plan.n_plus_one=true (repeatable)")
+    _add_parallel_options(p)
+    p.set_defaults(func=_cmd_plan)
+
+    _add_bench_parser(sub)
+    _add_compare_parser(sub)
     return parser
+
+
+def _cmd_bench(args) -> int:
+    from simulator.bench import run_cli
+
+    return run_cli(args)
+
+
+def _add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure any OpenAI-compatible server with a scenario's workload")
+    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--scenario", default=None, help="scenario YAML whose workload is sent (else the flags below)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field, e.g. --set workload.arrival.rate=4 (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's, or 0)")
+    p.add_argument("--model", default=None, help="model name sent to the server (default: the first it lists)")
+    p.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY)")
+    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
+    p.add_argument("--prompt-format", choices=["auto", "tokens", "text"], default="auto",
+                   help="prompts as token ids or as text (auto: token ids when the server takes them)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="closed loop: this many clients back to back, ignoring arrival times")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request before it counts as an error")
+    p.add_argument("--max-requests", type=int, default=None, help="send only the first N requests")
+    p.add_argument("--rate", type=float, default=None, help="without --scenario: Poisson rate (default: all at once)")
+    p.add_argument("--num-requests", type=int, default=100, help="without --scenario: requests (default 100)")
+    p.add_argument("--prompt-tokens", type=int, default=256, help="without --scenario: prompt length (default 256)")
+    p.add_argument("--output-tokens", type=int, default=128, help="without --scenario: output length (default 128)")
+    p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/bench)")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_compare(args) -> int:
+    from simulator.compare import compare, parse_variant, policy_variant
+    from simulator.compare_report import print_comparison
+    from simulator.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario, args.set)
+    variants = [policy_variant(v) if kind == "policy" else parse_variant(v) for kind, v in args.variants]
+    comparison = compare(scenario, variants, args.replications, seed=args.seed, workers=args.workers,
+                         ray=args.ray, progress=True)
+    out = Path(args.out) if args.out else Path("results") / scenario.name / "compare"
+    comparison.save(out)
+    print_comparison(comparison)
+    print(f"results: {out}/ (comparison.csv, comparison.json, runs.csv, plots/*.png)")
+    return 0
+
+
+class _VariantAction(argparse.Action):
+    """--policy and --variant append to one list, so the first one given is the baseline."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        kind = "policy" if option_string == "--policy" else "variant"
+        # a new list each time: appending to the default would leak into later parses
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), (kind, values)])
+
+
+_COMPARE_HELP = """\
+Simulate each variant of a scenario with the same seeds (replication r uses seed BASE + r for
+every variant, so all variants serve identical arrivals and lengths) and report, for each
+metric, every variant's mean and its mean paired difference from the first variant (the
+baseline) with a 95% t confidence interval.
+
+Variants, in the order given (the first is the baseline):
+  --policy NAME            a batching policy (scheduler.policy=NAME) or a router (router=NAME)
+  --variant NAME:K=V,K=V   any scenario overrides, as --set takes them; NAME alone (or NAME:)
+                           is the scenario as written
+
+examples:
+  llmsim compare scenarios/chatbot_a10g.yaml --policy vllm --policy static --replications 5
+  llmsim compare S.yaml --variant colocated: \\
+      --variant disagg:disaggregation.prefill.replicas=1,disaggregation.decode.replicas=1
+"""
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="paired comparison of policies or variants, with confidence intervals",
+                       description=_COMPARE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--policy", dest="variants", action=_VariantAction, default=[], metavar="NAME",
+                   help="a variant that sets scheduler.policy or router to NAME (repeatable)")
+    p.add_argument("--variant", dest="variants", action=_VariantAction, metavar="NAME:KEY=VALUE,...",
+                   help="a variant with any scenario overrides (repeatable)")
+    p.add_argument("--replications", type=int, default=5, help="paired replications, one seed each (default 5)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first replication (default: the scenario's)")
+    p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/compare)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field for every variant, e.g. --set workload.arrival.rate=4")
+    _add_parallel_options(p)
+    p.set_defaults(func=_cmd_compare)
 
 
 def main(argv: list[str] | None = None) -> int:

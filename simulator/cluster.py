@@ -19,6 +19,21 @@ class Cluster:
         self.num_finished = 0
         self.all_done = env.event()
         self._expected: int | None = None
+        self._serving: list[Replica] | None = None  # None: every replica serves (no autoscaling)
+
+    @property
+    def serving(self) -> list[Replica]:
+        """Replicas the router may send new requests to (draining and starting ones excluded)."""
+        return self.replicas if self._serving is None else self._serving
+
+    def set_serving(self, replicas: list[Replica]) -> None:
+        self._serving = list(replicas)
+
+    def start_serving(self, replica: Replica) -> None:
+        self._serving.append(replica)
+
+    def stop_serving(self, replica: Replica) -> None:
+        self._serving.remove(replica)
 
     def on_finish(self, seq: Sequence) -> None:
         self.num_finished += 1
@@ -26,7 +41,8 @@ class Cluster:
             self.all_done.succeed()
 
     def dispatch(self, seq: Sequence) -> None:
-        self.replicas[self.router.choose(self.replicas, seq)].submit(seq)
+        pool = self.serving
+        pool[self.router.choose(pool, seq)].submit(seq)
 
     def feed(self, seqs: Iterable[Sequence], expected: int):
         """SimPy process: release each sequence at its arrival time (open loop)."""

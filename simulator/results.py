@@ -51,6 +51,10 @@ class Results:
             if self.timeseries is not None:
                 self.timeseries.to_csv(tmp / "timeseries.csv", index=False, float_format="%.6f")
             self.plot(tmp / "plots")
+            if "autoscaling" in self.info:
+                from simulator.autoscaling import save_outputs
+
+                save_outputs(self.info["autoscaling"], tmp, self.requests["arrival"].to_numpy())
             if out.exists():
                 old = out.with_name(f".{out.name}.old")
                 shutil.rmtree(old, ignore_errors=True)

@@ -10,10 +10,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from simulator import specs
+from simulator.autoscaling import AutoscalingConfig
+from simulator.disaggregation_spec import DisaggregationConfig, pool_scenario
 from simulator.errors import ConfigError
+from simulator.objectives import SLOTarget
+from simulator.plan_spec import PlanConfig
+from simulator.routing import ROUTERS
 from simulator.scheduling import POLICIES, SchedulerConfig
 from simulator.validation import format_validation_error
 from simulator.workload import WorkloadConfig
@@ -85,6 +98,12 @@ class Scenario(_Strict):
     execution: Execution = Execution()
     workload: WorkloadConfig
     run: RunSettings = RunSettings()
+    slo_target: SLOTarget = SLOTarget()
+    plan: PlanConfig | None = None
+    autoscaling: AutoscalingConfig | None = None
+    disaggregation: DisaggregationConfig | None = Field(
+        None, description="separate prefill and decode pools (see simulator/disaggregation_spec.py)"
+    )
 
     base_dir: Path | None = Field(None, exclude=True, description="folder relative paths resolve against")
 
@@ -94,6 +113,19 @@ class Scenario(_Strict):
         if value.policy not in POLICIES:
             raise ValueError(f"unknown policy {value.policy!r}; allowed: {', '.join(sorted(POLICIES))}")
         return value
+
+    @field_validator("router")
+    @classmethod
+    def _known_router(cls, value: str) -> str:
+        if value not in ROUTERS:
+            raise ValueError(f"unknown router {value!r}; allowed: {', '.join(sorted(ROUTERS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_fleet_shape(self) -> Scenario:
+        if self.disaggregation is not None and self.autoscaling is not None:
+            raise ValueError("disaggregation and autoscaling cannot be combined: give one of the two sections")
+        return self
 
     # --- resolved specs --------------------------------------------------------------------
     def model_spec(self) -> specs.ModelSpec:
@@ -113,6 +145,8 @@ class Scenario(_Strict):
 
     def price_per_hour(self) -> float:
         """USD per hour for the whole deployment."""
+        if self.disaggregation is not None:  # both pools' GPUs
+            return sum(pool_scenario(self, role).price_per_hour() for role in ("prefill", "decode"))
         per_gpu = self.deployment.price_per_gpu_hour
         if per_gpu is None:
             per_gpu = self.hardware_spec().price_per_hour

@@ -10,6 +10,7 @@ import pandas as pd
 import simpy
 
 from simulator import memory
+from simulator.autoscaling import Autoscaler
 from simulator.cluster import Cluster
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.metrics import RequestRecord, summarize
@@ -101,19 +102,37 @@ def _record(seq: Sequence) -> RequestRecord:
     )
 
 
-def simulate(scenario: Scenario, workload: Workload, deployment: Deployment | None = None):
-    """Serve `workload` on the scenario's deployment. Returns (sequences, replicas, end time)."""
+def simulate(
+    scenario: Scenario,
+    workload: Workload,
+    deployment: Deployment | None = None,
+    autoscalers: list[Autoscaler] | None = None,
+):
+    """Serve `workload` on the scenario's deployment. Returns (sequences, replicas, end time).
+    With an `autoscaling:` section the autoscaler is appended to `autoscalers` when one is given."""
+    if scenario.disaggregation is not None:
+        from simulator import disaggregated
+
+        return disaggregated.simulate(scenario, workload)[:3]
     deployment = deployment or Deployment.build(scenario)
     cfg = scenario.scheduler
     env = simpy.Environment()
     router = make_router(scenario.router, scenario.deployment.replicas, np.random.default_rng(scenario.seed + 1))
     cluster = Cluster(env, [], router)
-    for i in range(scenario.deployment.replicas):
+
+    def new_replica(i: int) -> Replica:
         blocks = BlockManager(deployment.num_blocks, cfg.block_size, cfg.watermark)
         scheduler = make_scheduler(cfg, blocks, deployment.max_model_len)
-        cluster.replicas.append(
-            Replica(env, i, scheduler, deployment.execution, cluster.on_finish, scenario.run.merge_decode_steps)
-        )
+        return Replica(env, i, scheduler, deployment.execution, cluster.on_finish, scenario.run.merge_decode_steps)
+
+    scaling = scenario.autoscaling
+    if scaling is None:
+        cluster.replicas.extend(new_replica(i) for i in range(scenario.deployment.replicas))
+    else:
+        initial = min(max(scenario.deployment.replicas, scaling.min_replicas), scaling.max_replicas)
+        autoscaler = Autoscaler(env, cluster, new_replica, scaling, initial)
+        if autoscalers is not None:
+            autoscalers.append(autoscaler)
     seqs = _sequences(workload)
     env.process(cluster.feed(seqs, len(seqs)))
     # Without a limit the run drains the queue completely; the cap only stops runaway runs.
@@ -134,16 +153,24 @@ def run(scenario: Scenario, seed: int | None = None) -> Results:
     seed = scenario.seed if seed is None else seed
     if seed != scenario.seed:
         scenario = scenario.model_copy(update={"seed": seed})
+    if scenario.disaggregation is not None:  # separate prefill and decode pools
+        from simulator.disaggregated import run_disaggregated
+
+        return run_disaggregated(scenario, seed, started)
     deployment = Deployment.build(scenario)
     workload = generate(
         scenario.workload, seed=seed, max_context=deployment.max_model_len, base_dir=scenario.base_dir
     )
-    seqs, replicas, end = simulate(scenario, workload, deployment)
+    autoscalers: list[Autoscaler] = []
+    seqs, replicas, end = simulate(scenario, workload, deployment, autoscalers)
     timeseries = timeseries_frame(replicas)
     records = [_record(s) for s in seqs]
-    summary = summarize(
-        records, slos=workload.slos, cost_per_hour=scenario.price_per_hour(), timeseries=timeseries
-    )
+    cost_per_hour = scenario.price_per_hour()
+    scaling = None
+    if autoscalers:  # pay for the replica-hours actually provisioned
+        scaling = autoscalers[0].report(end, cost_per_hour / scenario.deployment.replicas)
+        cost_per_hour = scaling["cost_usd"] / end * 3600 if end > 0 else 0.0
+    summary = summarize(records, slos=workload.slos, cost_per_hour=cost_per_hour, timeseries=timeseries)
     dep = scenario.deployment
     info = {
         "scenario": scenario.name,
@@ -168,6 +195,8 @@ def run(scenario: Scenario, seed: int | None = None) -> Results:
         "unfinished_at_end": sum(s.status is not SeqStatus.FINISHED for s in seqs),
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
+    if scaling is not None:
+        info["autoscaling"] = scaling
     description = (
         f"{info['model']} on {dep.replicas}x{dep.tensor_parallel} {info['hardware']}, "
         f"{dep.weight_dtype} weights, {info['policy']} batching"

@@ -33,7 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from simulator import traces
+from simulator import diurnal, traces
+from simulator.diurnal import DiurnalArrival
 from simulator.errors import ConfigError
 from simulator.metrics import SLO
 
@@ -102,7 +103,8 @@ class TraceArrival(_Strict):
 
 
 Arrival = Annotated[
-    PoissonArrival | GammaArrival | ConstantArrival | TraceArrival, Field(discriminator="process")
+    PoissonArrival | GammaArrival | ConstantArrival | TraceArrival | DiurnalArrival,
+    Field(discriminator="process"),
 ]
 
 
@@ -340,6 +342,12 @@ def generate(
     if isinstance(config.arrival, TraceArrival):
         trace = _trace_window(config.arrival, base_dir)
         arrival = _limit(trace.arrival, config)
+    elif isinstance(config.arrival, DiurnalArrival):
+        spec = config.arrival
+        slots = diurnal.slot_rates(spec, lambda p: resolve_path(p, base_dir, "workload.arrival.profile.path"))
+        arrival = diurnal.arrivals(
+            spec, _stream(seed, 0), _stream(seed, 3), slots, horizon=config.duration_s, count=config.num_requests
+        )
     else:
         arrival = _synthetic_arrivals(config, _stream(seed, 0))
     n = arrival.size
