@@ -20,9 +20,23 @@ def _cmd_run(args) -> int:
     results.save(out)
     print_summary(results.summary, title=f"{scenario.name}: {results.description}")
     print(f"results: {out}/ (summary.json, requests.csv, timeseries.csv, plots/*.png)")
+    _print_scheduling(results.info)
     if "autoscaling" in results.info:
         _print_autoscaling(scenario, results, args.compare_fixed)
     return 0
+
+
+def _print_scheduling(info: dict) -> None:
+    """One line each for prefix caching, swapping and speculative decoding, when used."""
+    if "prefix_cache_hit_rate" in info:
+        note = f" ({info['prefix_cache_note']})" if "prefix_cache_note" in info else ""
+        print(f"prefix cache: {info['prefix_cache_hit_rate']:.1%} of prompt tokens found cached{note}")
+    if "swap_outs" in info:
+        print(f"swap: {info['swap_outs']:,} preemptions swapped KV to host memory")
+    spec = info.get("speculative")
+    if spec and spec["verify_steps"]:
+        print(f"speculative decoding: {spec['acceptance']:.1%} of draft tokens accepted, "
+              f"{spec['tokens_per_verify_step']:.2f} tokens per sequence per verify step")
 
 
 def _print_autoscaling(scenario, results, compare: bool) -> None:
@@ -111,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench_parser(sub)
     _add_compare_parser(sub)
+    _add_serve_parser(sub)
     return parser
 
 
@@ -202,6 +217,37 @@ def _add_compare_parser(sub) -> None:
                    help="override a scenario field for every variant, e.g. --set workload.arrival.rate=4")
     _add_parallel_options(p)
     p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_serve(args) -> int:
+    from backend.server import run_cli  # torch and the web stack load only for this command
+
+    return run_cli(args)
+
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve the engine as an OpenAI-compatible HTTP server")
+    p.add_argument("--model", default=None, help="catalog model name (random weights), e.g. llama-100m; "
+                   "with --checkpoint, the name the server reports (default: the folder's name)")
+    p.add_argument("--checkpoint", default=None, metavar="DIR", help="Hugging Face safetensors folder to load")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 endpoints")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and activations")
+    p.add_argument("--quantization", default=None, choices=["int8"], help="int8 weight-only linear layers")
+    p.add_argument("--max-num-seqs", type=int, default=256, help="most sequences in one step (default 256)")
+    p.add_argument("--max-waiting", type=int, default=None,
+                   help="refuse requests (HTTP 429) while this many are waiting (default: unbounded)")
+    p.add_argument("--policy", default="vllm", help="batching policy, a scheduler policy name (default vllm)")
+    p.add_argument("--max-model-len", type=int, default=None, help="longest prompt + output (default: the model's)")
+    p.add_argument("--kv-cache-gb", type=float, default=None,
+                   help="KV-cache memory in GiB (default: 1 on CPU, 80%% of free memory on a GPU)")
+    p.add_argument("--enable-prefix-caching", action="store_true", help="share KV blocks of equal prompt prefixes")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=_cmd_serve)
 
 
 def main(argv: list[str] | None = None) -> int:

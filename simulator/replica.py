@@ -14,7 +14,7 @@ import numpy as np
 import simpy
 
 from simulator.execution import ExecutionModel
-from simulator.scheduling import Scheduler, Sequence
+from simulator.scheduling import Scheduler, Sequence, Step
 
 
 class Replica:
@@ -26,6 +26,8 @@ class Replica:
         execution: ExecutionModel,
         on_finish: Callable[[Sequence], None],
         merge_decode_steps: bool = True,
+        swap_s_per_token: float = 0.0,
+        speculation=None,
     ):
         self.env = env
         self.id = replica_id
@@ -33,6 +35,8 @@ class Replica:
         self.execution = execution
         self.on_finish = on_finish
         self.merge_decode_steps = merge_decode_steps
+        self.swap_s_per_token = swap_s_per_token  # KV copy time over the host link, per token
+        self.speculation = speculation  # simulator.speculation.Speculation, or None
         self.busy_time = 0.0
         self.num_steps = 0
         self.num_extrapolated_steps = 0
@@ -58,6 +62,20 @@ class Replica:
         if not self._wakeup.triggered:
             self._wakeup.succeed()
 
+    def wake(self) -> None:
+        """Re-plan at the next step boundary: something outside the scheduler changed (e.g. KV
+        blocks held for a transfer were returned), as a new request does."""
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def _side_time(self, step: Step) -> float:
+        """Seconds a step spends besides its forward pass: swapping KV over the host link (before
+        the pass, as vLLM does) and drafting the speculative tokens it verifies."""
+        seconds = (step.swapped_out_tokens + step.swapped_in_tokens) * self.swap_s_per_token
+        if self.speculation is not None and step.draft_tokens:
+            seconds += self.speculation.draft_time(step)
+        return seconds
+
     # --- the engine loop -------------------------------------------------------------------
     def _sample(self, busy: int) -> None:
         s = self.scheduler
@@ -72,8 +90,10 @@ class Replica:
                 self._wakeup = env.event()
                 yield self._wakeup
                 continue
-            if not step.seqs:
-                continue  # only preemptions happened; schedule again
+            if not step.seqs:  # only preemptions happened; schedule again
+                if step.swapped_out_tokens:
+                    yield env.timeout(self._side_time(step))
+                continue
             runs = self.scheduler.decode_run_length(step) if self.merge_decode_steps else 1
             start = env.now
             self._sample(1)
@@ -81,8 +101,9 @@ class Replica:
             if self.execution.is_extrapolated(new, cached):
                 self.num_extrapolated_steps += runs
             if runs == 1:
-                yield env.timeout(self.execution.step_time(new, cached))
-                finished = self.scheduler.complete(step, env.now)
+                emitted = self.speculation.emitted(step) if self.speculation and step.draft_tokens else None
+                yield env.timeout(self.execution.step_time(new, cached) + self._side_time(step))
+                finished = self.scheduler.complete(step, env.now, num_emitted=emitted)
                 self.num_steps += 1
             else:
                 ends = start + np.cumsum(self.execution.decode_run_times(cached, runs))

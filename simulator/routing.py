@@ -127,9 +127,8 @@ class PrefixAffinity(Router):
             if owner is None:
                 break
             target = owner
-        if target is None or target >= len(replicas):
-            target = least
-        elif replicas[target].outstanding > replicas[least].outstanding + self.max_extra_outstanding:
+        slack = replicas[least].outstanding + self.max_extra_outstanding
+        if target is None or target >= len(replicas) or replicas[target].outstanding > slack:
             target = least
         for h in hashes:
             self._owner[h] = target

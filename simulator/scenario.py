@@ -74,9 +74,19 @@ class RooflineSettings(_Strict):
 
 
 class Execution(_Strict):
-    """How long a step takes: the roofline model from the specs, with optional overrides."""
+    """How long a step takes: the roofline model from the specs, with optional overrides, or a
+    calibration file (measured, roofline or transferred; see simulator/calibration_file.py)."""
 
     roofline: RooflineSettings = RooflineSettings()
+    calibration: str | None = Field(
+        None, description="calibration YAML, relative to the scenario file or the repository root"
+    )
+
+    @model_validator(mode="after")
+    def _one_step_model(self) -> Execution:
+        if self.calibration is not None and "roofline" in self.model_fields_set:
+            raise ValueError("give either roofline: settings or a calibration: file, not both")
+        return self
 
 
 class RunSettings(_Strict):

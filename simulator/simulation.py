@@ -18,12 +18,18 @@ from simulator.replica import Replica
 from simulator.results import Results
 from simulator.routing import make_router
 from simulator.scenario import Scenario
-from simulator.scheduling import BlockManager, SeqStatus, Sequence, make_scheduler
+from simulator.scheduling import SeqStatus, Sequence, make_block_manager, make_scheduler
+from simulator.specs import GiB
+from simulator.speculation import Speculation, blocks_left_with_draft, draft_execution
 from simulator.workload import Workload, generate
 
 
 def execution_model(scenario: Scenario) -> ExecutionModel:
     """The step-time model a scenario asks for."""
+    if scenario.execution.calibration is not None:
+        from simulator.calibration_file import execution_model_for
+
+        return execution_model_for(scenario)
     dep, roof = scenario.deployment, scenario.execution.roofline
     return RooflineModel(
         scenario.model_spec(),
@@ -60,14 +66,34 @@ class Deployment:
             activation_reserve_bytes=reserve,
             block_size=scenario.scheduler.block_size,
         )
+        num_blocks = blocks_left_with_draft(scenario, num_blocks)  # a draft model shares the memory
         return cls(scenario, num_blocks, execution_model(scenario), scenario.max_model_len())
 
     @property
     def kv_capacity_tokens(self) -> int:
         return self.num_blocks * self.scenario.scheduler.block_size
 
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """KV bytes of one token on one GPU (each rank holds its shard)."""
+        dep = self.scenario.deployment
+        model = self.scenario.model_spec()
+        return memory.kv_bytes_per_token_per_gpu(model, dep.kv_dtype, dep.tensor_parallel)
+
+    @property
+    def swap_s_per_token(self) -> float:
+        """Seconds to copy one token's KV between GPU and host; every rank uses its own link."""
+        return self.kv_bytes_per_token / self.scenario.hardware_spec().host_link_bandwidth
+
+    @property
+    def num_host_blocks(self) -> int:
+        """KV blocks the host swap space holds (swap_space_gb per GPU, like vLLM's swap_space)."""
+        cfg = self.scenario.scheduler
+        return int(cfg.swap_space_gb * GiB // (cfg.block_size * self.kv_bytes_per_token))
+
 
 def _sequences(workload: Workload) -> list[Sequence]:
+    ttft_s = {name: slo.ttft_ms / 1000 for name, slo in workload.slos.items() if slo.ttft_ms is not None}
     return [
         Sequence(
             seq_id=r.request_id,
@@ -77,6 +103,7 @@ def _sequences(workload: Workload) -> list[Sequence]:
             request_class=r.request_class,
             priority=r.priority,
             block_hashes=r.block_hashes,
+            deadline=r.arrival + ttft_s[r.request_class] if r.request_class in ttft_s else None,
         )
         for r in workload
     ]
@@ -120,10 +147,17 @@ def simulate(
     router = make_router(scenario.router, scenario.deployment.replicas, np.random.default_rng(scenario.seed + 1))
     cluster = Cluster(env, [], router)
 
+    speculation = None
+    if cfg.speculative is not None:  # one per run: acceptance streams are per request
+        speculation = Speculation(cfg.speculative, draft_execution(scenario), scenario.seed)
+
     def new_replica(i: int) -> Replica:
-        blocks = BlockManager(deployment.num_blocks, cfg.block_size, cfg.watermark)
-        scheduler = make_scheduler(cfg, blocks, deployment.max_model_len)
-        return Replica(env, i, scheduler, deployment.execution, cluster.on_finish, scenario.run.merge_decode_steps)
+        blocks = make_block_manager(cfg, deployment.num_blocks, workload.hash_block_tokens)
+        scheduler = make_scheduler(cfg, blocks, deployment.max_model_len, deployment.num_host_blocks)
+        return Replica(
+            env, i, scheduler, deployment.execution, cluster.on_finish, scenario.run.merge_decode_steps,
+            swap_s_per_token=deployment.swap_s_per_token, speculation=speculation,
+        )
 
     scaling = scenario.autoscaling
     if scaling is None:
@@ -141,14 +175,42 @@ def simulate(
     return seqs, cluster.replicas, env.now
 
 
+def _scheduling_info(scenario: Scenario, seqs: list[Sequence], replicas: list[Replica]) -> dict:
+    """What prefix caching, swapping and speculation did in a run."""
+    cfg, info = scenario.scheduler, {}
+    if cfg.enable_prefix_caching:
+        admitted = [s for s in seqs if s.first_scheduled is not None]
+        prompt = sum(s.prompt_len for s in admitted)
+        info["prefix_cache_hit_rate"] = sum(s.num_cached_prefix for s in admitted) / prompt if prompt else 0.0
+        if not any(s.block_hashes for s in seqs):
+            info["prefix_cache_note"] = (
+                "no request names its prompt blocks, so nothing can be shared; "
+                "traces with hash ids such as Mooncake's do"
+            )
+    if cfg.preemption_mode == "swap":
+        info["swap_outs"] = sum(r.scheduler.host.num_swap_outs for r in replicas)
+    if cfg.speculative is not None and replicas:
+        info["speculative"] = replicas[0].speculation.report()
+    return info
+
+
 def timeseries_frame(replicas: list[Replica]) -> pd.DataFrame:
     rows = [s for r in replicas for s in r.samples]
     frame = pd.DataFrame(rows, columns=["time", "replica", "waiting", "running", "kv_usage", "busy"])
     return frame.sort_values(["time", "replica"], kind="stable").reset_index(drop=True)
 
 
-def run(scenario: Scenario, seed: int | None = None) -> Results:
-    """Simulate a scenario and summarise it (the Python API behind `llmsim run`)."""
+def run(
+    scenario: Scenario,
+    seed: int | None = None,
+    *,
+    deployment: Deployment | None = None,
+    workload: Workload | None = None,
+) -> Results:
+    """Simulate a scenario and summarise it (the Python API behind `llmsim run`).
+
+    `deployment` and `workload` replace the ones the scenario implies (sim-vs-real validation
+    gives the engine's KV capacity and the very requests the engine served)."""
     started = time.perf_counter()
     seed = scenario.seed if seed is None else seed
     if seed != scenario.seed:
@@ -157,8 +219,8 @@ def run(scenario: Scenario, seed: int | None = None) -> Results:
         from simulator.disaggregated import run_disaggregated
 
         return run_disaggregated(scenario, seed, started)
-    deployment = Deployment.build(scenario)
-    workload = generate(
+    deployment = deployment or Deployment.build(scenario)
+    workload = workload or generate(
         scenario.workload, seed=seed, max_context=deployment.max_model_len, base_dir=scenario.base_dir
     )
     autoscalers: list[Autoscaler] = []
@@ -197,6 +259,7 @@ def run(scenario: Scenario, seed: int | None = None) -> Results:
     }
     if scaling is not None:
         info["autoscaling"] = scaling
+    info.update(_scheduling_info(scenario, seqs, replicas))
     description = (
         f"{info['model']} on {dep.replicas}x{dep.tensor_parallel} {info['hardware']}, "
         f"{dep.weight_dtype} weights, {info['policy']} batching"

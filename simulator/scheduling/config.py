@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.scheduling.speculative import SpeculativeConfig
+
 
 class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,7 +21,14 @@ class SchedulerConfig(BaseModel):
     watermark: float = Field(0.01, ge=0, lt=1, description="fraction of blocks admissions leave free")
     max_model_len: int | None = Field(None, gt=0, description="longest prompt + output; default the model's")
     chunk_size: int = Field(512, gt=0, description="prefill token budget per step, chunked-prefill policies")
-    preemption_mode: Literal["recompute"] = "recompute"
+    preemption_mode: Literal["recompute", "swap"] = Field(
+        "recompute",
+        description="what a preempted sequence loses: its KV (recompute) or nothing, its blocks being "
+        "copied to host memory and back (swap; recompute when the swap space is full)",
+    )
+    swap_space_gb: float = Field(4.0, ge=0, description="host memory for swapped KV blocks, GiB per GPU")
+    enable_prefix_caching: bool = Field(False, description="share the KV blocks of equal prompt prefixes")
+    speculative: SpeculativeConfig | None = Field(None, description="speculative decoding; off by default")
 
     def token_budget(self, max_model_len: int) -> int:
         return self.max_num_batched_tokens or max(max_model_len, 2048)

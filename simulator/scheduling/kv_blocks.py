@@ -70,3 +70,15 @@ class BlockManager:
     def prefix_match(self, seq: Sequence) -> int:
         """Prompt tokens already cached for this sequence (none without prefix caching)."""
         return 0
+
+    # --- prefix-caching hooks (no-ops here; see PrefixCachingBlockManager) ------------------
+    def blocks_to_admit(self, seq: Sequence, num_tokens: int) -> int:
+        """Free blocks that admitting the waiting `seq` to cover `num_tokens` tokens would use."""
+        return self.blocks_needed(seq, num_tokens)
+
+    def claim_prefix(self, seq: Sequence) -> int:
+        """Start `seq`'s block table with its cached prefix blocks; returns the tokens they hold."""
+        return 0
+
+    def cache_computed(self, seq: Sequence) -> None:
+        """Called after a step computed tokens of `seq`, so that full blocks can be shared."""
