@@ -135,6 +135,20 @@ class Scenario(_Strict):
     def _one_fleet_shape(self) -> Scenario:
         if self.disaggregation is not None and self.autoscaling is not None:
             raise ValueError("disaggregation and autoscaling cannot be combined: give one of the two sections")
+        if self.disaggregation is not None:
+            # The pools are built from plain block managers without host swap space or drafts.
+            sched = self.scheduler
+            unsupported = [
+                name
+                for name, on in (
+                    ("scheduler.enable_prefix_caching", sched.enable_prefix_caching),
+                    ("scheduler.preemption_mode=swap", sched.preemption_mode == "swap"),
+                    ("scheduler.speculative", sched.speculative is not None),
+                )
+                if on
+            ]
+            if unsupported:
+                raise ValueError(f"{', '.join(unsupported)} cannot be combined with disaggregation yet")
         return self
 
     # --- resolved specs --------------------------------------------------------------------

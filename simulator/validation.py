@@ -56,5 +56,7 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel], source:
             lines.append(f"  {path}: required field is missing")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {path}: {msg} (got {_shown(err.get('input'))})")
+            given = err.get("input")
+            shown = "" if isinstance(given, dict | list) else f" (got {_shown(given)})"
+            lines.append(f"  {path}: {msg}{shown}")
     return "\n".join(lines)

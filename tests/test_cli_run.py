@@ -82,9 +82,11 @@ def with_change(path, value):
         (with_change(["workload", "arrival"], {"process": "trace", "format": "azure", "path": "nope.csv"}),
          ["nope.csv", "not found"]),
         (with_change(["model"], "llama-3-70b"), ["does not fit", "GB"]),
+        ({**with_change(["scheduler"], {"enable_prefix_caching": True}), "disaggregation": {"link_gbps": 50}},
+         ["enable_prefix_caching cannot be combined with disaggregation"]),
     ],
     ids=["unknown-key", "wrong-type", "negative-rate", "unknown-model", "unknown-gpu", "unknown-policy",
-         "missing-trace", "does-not-fit"],
+         "missing-trace", "does-not-fit", "disaggregation-with-prefix-cache"],
 )
 def test_bad_input_gives_one_clear_message_and_exit_2(tmp_path, capsys, data, expected):
     code, _, err = run_cli(capsys, "run", write(tmp_path, data), "--out", tmp_path / "res")
