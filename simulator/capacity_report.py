@@ -96,8 +96,14 @@ def print_plan(result: PlanResult, console: Console | None = None, top: int = 15
     rejected = c[c["status"] == "rejected"].drop_duplicates(subset=["hardware", "tensor_parallel", "weight_dtype", "reason"])
     if len(rejected):
         console.print("[bold]rejected before simulation:")
-        for _, row in rejected.iterrows():
-            console.print(f"  {row['hardware']} tp={row['tensor_parallel']} {row['weight_dtype']}: {row['reason']}")
+        groups = c[["hardware", "tensor_parallel", "weight_dtype"]].drop_duplicates()
+        for reason, rows in rejected.groupby("reason", sort=False):
+            labels = rows[["hardware", "tensor_parallel", "weight_dtype"]].drop_duplicates()
+            if len(labels) == len(groups) and len(groups) > 1:
+                which = f"all {len(groups)} GPU/TP/dtype groups"
+            else:
+                which = ", ".join(f"{r.hardware} tp={r.tensor_parallel} {r.weight_dtype}" for r in labels.itertuples())
+            console.print(f"  {reason}: {which}")
     if result.feasible:
         w = c.loc[result.winner]
         console.print(
