@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from simulator.atomic_dir import atomic_directory
 from simulator.metrics import RequestRecord, Summary, requests_frame
 from simulator.plots import plot_results
 
@@ -42,9 +41,7 @@ class Results:
         end, so an interrupted run never leaves a half-written result folder.
         """
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
+        with atomic_directory(out) as tmp:
             summary = self.summary.to_dict() | {"run": self.info}
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
             self.requests.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
@@ -55,15 +52,4 @@ class Results:
                 from simulator.autoscaling import save_outputs
 
                 save_outputs(self.info["autoscaling"], tmp, self.requests["arrival"].to_numpy())
-            if out.exists():
-                old = out.with_name(f".{out.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
