@@ -218,7 +218,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+def read_scenario_data(path: str | Path) -> tuple[dict, Path]:
+    """The raw mapping of a scenario file (name defaulted to the file's stem) and its folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"scenario file not found: {path}")
@@ -226,7 +227,13 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if isinstance(data, dict):
-        data.setdefault("name", path.stem)
-        apply_overrides(data, overrides or [])
-    return parse_scenario(data, source=str(path), base_dir=path.resolve().parent)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a scenario must be a mapping of keys to values")
+    data.setdefault("name", path.stem)
+    return data, path.resolve().parent
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    data, base_dir = read_scenario_data(path)
+    apply_overrides(data, overrides or [])
+    return parse_scenario(data, source=str(path), base_dir=base_dir)

@@ -21,34 +21,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from simulator import capacity_plots
 from simulator.atomic_dir import atomic_directory
 from simulator.errors import ConfigError
 from simulator.parallel import run_tasks
-from simulator.scenario import Scenario, parse_scenario
+from simulator.scenario import Scenario, parse_scenario, read_scenario_data
 from simulator.search_space import Axis, grid, parse_axes, set_path
 from simulator.trials import DETERMINISTIC_NOTE, LATENCY_COLUMNS, Trial, is_deterministic, rule_for, run_trial
 
 RATE_KEY = "workload.arrival.rate"
 MAX_BISECTION_ROUNDS = 8
 PROBES = 3  # rates per narrowing round, run in parallel; fixed so any worker count gives the same answer
-
-
-def read_scenario_data(path: str | Path) -> tuple[dict, Path]:
-    """The raw mapping of a scenario file (name defaulted to the file's stem) and its folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"scenario file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a scenario must be a mapping of keys to values")
-    data.setdefault("name", path.stem)
-    return data, path.resolve().parent
 
 
 @dataclass
