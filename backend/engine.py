@@ -254,7 +254,9 @@ def to_request_records(seqs: Iterable[Sequence]) -> list[RequestRecord]:
     served run is summarised by the same code as a simulated one."""
     records = []
     for seq in seqs:
-        status = _STATUS.get(seq.finish_reason, STATUS_UNFINISHED) if seq.status is SeqStatus.FINISHED else STATUS_UNFINISHED
+        status = STATUS_UNFINISHED
+        if seq.status is SeqStatus.FINISHED:
+            status = _STATUS.get(seq.finish_reason, STATUS_UNFINISHED)
         records.append(
             RequestRecord(
                 request_id=seq.seq_id,

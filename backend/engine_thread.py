@@ -108,8 +108,9 @@ class EngineThread:
 
     # --- engine thread ----------------------------------------------------------------------
     def _run(self) -> None:
+        stalled = False  # the last step scheduled nothing: wait for a command before trying again
         while not self._stop.is_set():
-            self._drain(block=not self.engine.has_work)
+            self._drain(block=stalled or not self.engine.has_work)
             if not self.engine.has_work:
                 continue
             try:
@@ -118,6 +119,7 @@ class EngineThread:
                 log.exception("engine step failed")
                 self._fail_all(f"engine step failed: {exc}")
                 continue
+            stalled = record is None
             if record is not None:
                 self._publish(record.seq_ids)
             if self.metrics is not None:

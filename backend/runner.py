@@ -127,9 +127,9 @@ class ModelRunner:
 
         sampling: one SamplingParams per row (default: greedy for all).
         """
+        self._swap(step)
         if not step.seqs:
             return []
-        self._swap(step)
         token_ids, sampled_rows = [], []
         for i, (seq, new, cached) in enumerate(zip(step.seqs, step.new_tokens, step.cached_tokens)):
             token_ids.append(token_slice(seq, cached, cached + new))

@@ -20,103 +20,19 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from backend.engine import Engine
 from backend.engine_thread import EngineThread, RequestHandle, TokenEvent
+from backend.openai_schema import ApiError, ChatRequest, Common, CompletionRequest, validation_error
 from backend.server_metrics import ServerMetrics
-from backend.tokenizer import ByteTokenizer
+from backend.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
-
-
-# --- errors ----------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):  # fmt: skip
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
-
-
-def _validation_error(exc: RequestValidationError) -> ApiError:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-    if err.get("type") == "json_invalid":
-        return ApiError(400, f"the request body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}")
-    if not loc:
-        return ApiError(400, "the request body must be a JSON object, sent with Content-Type: application/json")
-    param = loc[0]  # the top-level field; the message names the full path
-    given = f" (got {json.dumps(err['input'])[:100]})" if "input" in err else ""
-    return ApiError(400, f"{'.'.join(loc)}: {err['msg']}{given}", param=param)
-
-
-# --- request bodies --------------------------------------------------------------------------
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _Common(BaseModel):
-    # Fields of the OpenAI API this server does not use (user, logit_bias, ...) are ignored.
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    ignore_eos: bool = False
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="one choice per request")
-    stop: str | list[str] | None = None
-
-    def check_supported(self) -> None:
-        if self.stop:
-            raise ApiError(400, "stop: stop sequences are not supported; use max_tokens or EOS", "stop")
-
-
-class CompletionRequest(_Common):
-    prompt: str | list[int] | list[str] | list[list[int]]
-    echo: bool = False
-    logprobs: int | None = None
-
-    def check_supported(self) -> None:
-        super().check_supported()
-        if self.echo or self.logprobs:
-            param = "echo" if self.echo else "logprobs"
-            raise ApiError(400, f"{param}: not supported by this server", param)
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if self.content is None or isinstance(self.content, str):
-            return self.content or ""
-        return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
-
-
-class ChatRequest(_Common):
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -126,11 +42,12 @@ class Server:
     """The serving state the endpoints share: engine thread, tokenizer, settings."""
 
     def __init__(self, engine: Engine, model_name: str, api_key: str | None = None,
-                 max_waiting: int | None = None):  # fmt: skip
+                 max_waiting: int | None = None, tokenizer: ByteTokenizer | HFTokenizer | None = None):  # fmt: skip
         self.engine = engine
         self.model_name = model_name
         self.api_key = api_key
-        self.tokenizer = ByteTokenizer(engine.runner.spec.vocab_size)
+        self.vocab_size = engine.runner.spec.vocab_size
+        self.tokenizer = tokenizer or ByteTokenizer(self.vocab_size)
         self.metrics = ServerMetrics(model_name)
         self.worker = EngineThread(engine, max_waiting, self.metrics)
         self.created = int(time.time())
@@ -158,7 +75,7 @@ class Server:
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ApiError(400, "prompt: the prompt is empty", "prompt")
-        vocab = self.tokenizer.vocab_size
+        vocab = self.vocab_size
         bad = next((t for t in ids if not 0 <= t < vocab), None)
         if bad is not None:
             raise ApiError(400, f"prompt: token id {bad} is out of range; allowed: 0..{vocab - 1}", "prompt")
@@ -179,7 +96,7 @@ class Server:
                            "the server has", param, "context_length_exceeded")  # fmt: skip
 
     # --- one request ---------------------------------------------------------------------
-    def submit(self, body: _Common, prompt_ids: list[int], max_tokens: int) -> RequestHandle:
+    def submit(self, body: Common, prompt_ids: list[int], max_tokens: int) -> RequestHandle:
         temperature = 1.0 if body.temperature is None else body.temperature
         options = {
             "temperature": temperature,
@@ -236,7 +153,7 @@ def create_app(server: Server) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return _validation_error(exc).response()
+        return validation_error(exc).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -411,7 +328,8 @@ def build_server(
                          kv_cache_gb=kv_cache_gb, block_size=config.block_size, seed=seed)  # fmt: skip
     engine = Engine(runner, config, max_records=100_000)
     name = model or runner.spec.name
-    return Server(engine, name, api_key=api_key, max_waiting=max_waiting)
+    tokenizer = load_tokenizer(checkpoint, runner.spec.vocab_size)
+    return Server(engine, name, api_key=api_key, max_waiting=max_waiting, tokenizer=tokenizer)
 
 
 def run_cli(args) -> int:

@@ -14,6 +14,7 @@ assistant's header, which the model continues):
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 
 from simulator.errors import ConfigError
 
@@ -42,12 +43,13 @@ class ByteTokenizer:
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder()
 
-    def render_chat(self, messages: list[tuple[str, str]]) -> str:
-        """The template above, for (role, content) pairs."""
-        return "".join(f"<|{role}|>\n{content}\n" for role, content in messages) + "<|assistant|>\n"
-
     def encode_chat(self, messages: list[tuple[str, str]]) -> list[int]:
-        return self.encode(self.render_chat(messages))
+        return self.encode(render_chat(messages))
+
+
+def render_chat(messages: list[tuple[str, str]]) -> str:
+    """The chat template above, for (role, content) pairs."""
+    return "".join(f"<|{role}|>\n{content}\n" for role, content in messages) + "<|assistant|>\n"
 
 
 class StreamDecoder:
@@ -67,3 +69,67 @@ class StreamDecoder:
         if final:
             parts.append(self._utf8.decode(b"", final=True))
         return "".join(parts)
+
+
+class HFTokenizer:
+    """A checkpoint's own tokenizer (Hugging Face `tokenizer.json`), with the interface above.
+
+    Chat prompts use the tokenizer's chat template when it has one, the template above otherwise.
+    """
+
+    def __init__(self, tokenizer):
+        self.hf = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.bos_token_id = tokenizer.bos_token_id
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=add_bos)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=True)
+
+    def stream_decoder(self) -> HFStreamDecoder:
+        return HFStreamDecoder(self.hf)
+
+    def encode_chat(self, messages: list[tuple[str, str]]) -> list[int]:
+        if getattr(self.hf, "chat_template", None):
+            chat = [{"role": role, "content": content} for role, content in messages]
+            ids = self.hf.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return self.encode(render_chat(messages))
+
+
+class HFStreamDecoder:
+    """Incremental detokenisation: decode a short window of recent tokens and emit what it adds,
+    holding text back while it ends in an incomplete character."""
+
+    def __init__(self, tokenizer):
+        self.hf = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # the window starts here
+        self.read = 0  # tokens already turned into emitted text
+
+    def feed(self, ids: list[int], final: bool = False) -> str:
+        self.ids += ids
+        before = self.hf.decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        after = self.hf.decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(after) <= len(before) or (after.endswith(REPLACEMENT) and not final):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return after[len(before) :]
+
+
+def load_tokenizer(checkpoint: str | None, vocab_size: int) -> ByteTokenizer | HFTokenizer:
+    """The checkpoint's tokenizer when the folder has one (and transformers is installed), the
+    byte-level tokenizer otherwise."""
+    if checkpoint is not None and (Path(checkpoint) / "tokenizer.json").is_file():
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            import warnings
+
+            warnings.warn("transformers is not installed: text uses the byte-level tokenizer", stacklevel=2)
+        else:
+            return HFTokenizer(AutoTokenizer.from_pretrained(checkpoint))
+    return ByteTokenizer(vocab_size)

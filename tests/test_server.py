@@ -205,8 +205,20 @@ def test_api_key_is_required_on_v1_only(url):
     assert httpx.get(url + "/health", timeout=30).json() == {"status": "ok"}
 
 
-def test_disconnect_mid_stream_aborts_and_frees_blocks(url, server):
+def slow_down(monkeypatch, runner, seconds=0.01):
+    """Make every step take at least `seconds`, so a long request cannot finish during a test."""
+    real = runner.execute
+
+    def slow(step, sampling=None):
+        time.sleep(seconds)
+        return real(step, sampling)
+
+    monkeypatch.setattr(runner, "execute", slow)
+
+
+def test_disconnect_mid_stream_aborts_and_frees_blocks(url, server, monkeypatch):
     engine = server.engine
+    slow_down(monkeypatch, engine.runner)
     body = {"prompt": "keep going", "max_tokens": 1500, "stream": True, "ignore_eos": True}
     with httpx.stream("POST", url + "/v1/completions", json=body, headers=AUTH, timeout=60) as resp:
         lines = resp.iter_lines()
@@ -214,6 +226,8 @@ def test_disconnect_mid_stream_aborts_and_frees_blocks(url, server):
         assert any(line.startswith("data: ") for line in received)
         assert engine.blocks.num_free < engine.runner.num_blocks  # the request holds KV blocks
     assert wait_until(lambda: engine.blocks.num_free == engine.runner.num_blocks and not engine.has_work)
+    metrics = httpx.get(url + "/metrics", timeout=30).text
+    assert f'llmsim_request_success_total{{finished_reason="abort",model_name="{MODEL}"}} 1.0' in metrics
 
 
 def test_metrics_report_latencies_and_load(url):
@@ -249,12 +263,14 @@ def test_many_concurrent_streams_all_complete(url):
     assert asyncio.run(all_of_them()) == [4] * 200
 
 
-def test_a_full_waiting_queue_answers_429():
+def test_a_full_waiting_queue_answers_429(monkeypatch):
     server = make_server(api_key=None, max_waiting=1, max_num_seqs=1)
+    slow_down(monkeypatch, server.engine.runner)
     with serving(server) as base:
         long = {"prompt": "hold the seat", "max_tokens": 1500, "stream": True, "ignore_eos": True}
         with httpx.stream("POST", base + "/v1/completions", json=long, timeout=60) as resp:
-            next(resp.iter_lines())  # the long request is running and holds the only seat
+            lines = resp.iter_lines()  # kept: dropping the iterator would close the stream
+            next(lines)  # the long request is running and holds the only seat
             queued = threading.Thread(target=httpx.post, args=(base + "/v1/completions",),
                                       kwargs={"json": {"prompt": "wait", "max_tokens": 2}, "timeout": 60})  # fmt: skip
             queued.start()
