@@ -49,7 +49,9 @@ def print_fit(cal, console: Console | None = None) -> None:
     """Fit errors per region and the achieved bandwidth and compute."""
     console = console or Console()
     err = cal.fitted.fit_error
-    table = Table(title=f"{cal.model} on {cal.device or cal.hardware} ({cal.dtype}): {err['folds']}-fold held-out error")
+    table = Table(
+        title=f"{cal.model} on {cal.device or cal.hardware} ({cal.dtype}): {err['folds']}-fold held-out error"
+    )
     for column in ("region", "points", "MAPE", "MAPE > 5 ms", "in-sample MAPE"):
         table.add_column(column, justify="right" if column != "region" else "left")
     for region in (*REGIONS, "all"):
@@ -62,14 +64,20 @@ def print_fit(cal, console: Console | None = None) -> None:
             _pct(err["in_sample_mape_percent"][region]),
         )
     console.print(table)
+    from calibration.transfer import effective_rates
+
     c, r = cal.fitted.coefficients, cal.fitted.measured_range
+    rates = effective_rates(c, cal.fitted.work)
     peaks = cal.source.get("measured_peaks", {})
     bw, flops = peaks.get("memory_bandwidth"), peaks.get("matmul_flops")
-    bw_note = f" ({c.weight_bandwidth / bw:.0%} of the measured {bw / 1e9:.1f} GB/s)" if bw else ""
-    fl_note = f" ({c.matmul_flops / flops:.0%} of the measured {flops / 1e12:.3g} TFLOP/s)" if flops else ""
+    bw_note = f" ({rates['weight_bandwidth'] / bw:.0%} of the measured {bw / 1e9:.1f} GB/s)" if bw else ""
+    fl_note = (
+        f" ({rates['linear_flops'] / flops:.0%} of the measured {flops / 1e9:.0f} GFLOP/s)" if flops else ""
+    )
     console.print(
-        f"achieved: weights streamed at {c.weight_bandwidth / 1e9:.1f} GB/s{bw_note}, matmuls at "
-        f"{c.matmul_flops / 1e12:.3g} TFLOP/s{fl_note}; overhead {c.overhead_s * 1000:.2f} ms per step"
+        f"achieved: weights streamed at {rates['weight_bandwidth'] / 1e9:.1f} GB/s{bw_note}; per-token work at "
+        f"{rates['linear_flops'] / 1e9:.0f} GFLOP/s{fl_note}; overhead {c.overhead_s * 1000:.2f} ms per step "
+        f"+ {c.overhead_per_sequence_s * 1e6:.0f} us per sequence"
     )
     console.print(
         f"measured range: up to {r.max_batched_tokens} tokens and {r.max_num_seqs} sequences per step, "

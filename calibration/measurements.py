@@ -18,6 +18,8 @@ measured on (device, versions, measured peaks, weight and KV bytes). Columns:
     decode_padded_kv_tokens  decode rows x longest decode context (what padded attention reads)
     repeats                  timed executions (after warm-up)
     median_s, p25_s, p75_s, min_s, max_s   step time statistics, seconds
+    core_share               median of process CPU time / (threads x wall time) over the repeats:
+                             about 1 when the profiler had its cores, lower when other work took them
 
 `calibrate` needs `region`, `layout` and `median_s`; the other columns describe the step for
 readers and plots and are recomputed from `layout` when fitting.
@@ -38,7 +40,7 @@ from simulator.fitted import StepFeatures
 REGIONS = ("prefill", "decode", "mixed")
 REQUIRED_COLUMNS = ("region", "layout", "median_s")
 TIME_COLUMNS = ("median_s", "p25_s", "p75_s", "min_s", "max_s")
-MIN_POINTS = 12  # nine coefficients and a few points to spare
+MIN_POINTS = 15  # ten coefficients and a few points to spare
 
 
 def encode_layout(rows: list[tuple[int, int]]) -> str:
@@ -157,7 +159,9 @@ def load_measurements(path: str | Path) -> Measurements:
     frame["median_s"] = times
     unknown = sorted(set(frame["region"]) - set(REGIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown region(s) {', '.join(map(str, unknown))}; allowed: {', '.join(REGIONS)}")
+        raise ConfigError(
+            f"{path}: unknown region(s) {', '.join(map(str, unknown))}; allowed: {', '.join(REGIONS)}"
+        )
     for i, text in enumerate(frame["layout"]):
         try:
             decode_layout(text)
@@ -165,7 +169,7 @@ def load_measurements(path: str | Path) -> Measurements:
             raise ConfigError(f"{path}: layout of data row {i + 1}: {exc}") from None
     if len(frame) < MIN_POINTS:
         raise ConfigError(
-            f"{path}: {len(frame)} measured steps are too few to fit the model's nine coefficients; "
+            f"{path}: {len(frame)} measured steps are too few to fit the model's ten coefficients; "
             f"at least {MIN_POINTS} are needed (llmsim profile --quick measures about 30)"
         )
     meta = {}

@@ -1,6 +1,7 @@
 """What the device can do at best: measured memory read bandwidth and matmul FLOP/s.
 
-These are the denominators of the efficiencies a fit implies (achieved / measured peak), which is
+Each is the best of several runs, measured before and after the sweep (the profiler keeps the
+larger), since other work on the machine only ever makes them look slower. These are the denominators of the efficiencies a fit implies (achieved / measured peak), which is
 what transfers to other hardware. Both use the engine's own kernels and dtype: a sum over a
 tensor far larger than the caches, and a square matmul through `backend.model.linear`.
 """
@@ -33,7 +34,7 @@ def _best_seconds(fn, device: torch.device, repeats: int) -> float:
     return best
 
 
-def memory_read_bandwidth(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+def memory_read_bandwidth(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
     """Bytes/s reading a 256 MiB (CPU) or 2 GiB (GPU) tensor once."""
     nbytes = (2 << 30) if device.type == "cuda" else (256 << 20)
     x = torch.ones(nbytes // torch.finfo(dtype).bits * 8, dtype=dtype, device=device)
@@ -41,7 +42,7 @@ def memory_read_bandwidth(device: torch.device, dtype: torch.dtype, repeats: int
     return x.numel() * x.element_size() / seconds
 
 
-def matmul_flops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+def matmul_flops(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
     """FLOP/s of an n x n by n x n matmul (n = 2048 on CPU, 8192 on GPU) in the engine's dtype."""
     n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device).to(dtype)

@@ -42,9 +42,17 @@ from simulator.scheduling import Step
 FORMAT = "llmsim-measurements/1"
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def time_steps(runner, steps: list[Step], warmup: int, repeats: int, seed: int = 0, progress=True):
-    """Seconds of each execution of each step, interleaved in random order round by round."""
+    """Wall seconds and core share (process CPU time / (threads x wall), about 1 when no other
+    process took the cores) of each execution of each step, interleaved in random order."""
     times: list[list[float]] = [[] for _ in steps]
+    shares: list[list[float]] = [[] for _ in steps]
+    threads = torch.get_num_threads()
     order = list(range(len(steps)))
     rng = random.Random(seed)
     total = len(steps) * (warmup + repeats)
@@ -52,16 +60,18 @@ def time_steps(runner, steps: list[Step], warmup: int, repeats: int, seed: int =
         for round_ in range(warmup + repeats):
             rng.shuffle(order)
             for i in order:
+                cpu = _cpu_seconds()
                 start = time.perf_counter()
                 runner.execute(steps[i])
                 elapsed = time.perf_counter() - start
                 if round_ >= warmup:
                     times[i].append(elapsed)
+                    shares[i].append((_cpu_seconds() - cpu) / (threads * elapsed))
                 bar.update()
-    return times
+    return times, shares
 
 
-def _row(point: Point, samples: list[float]) -> dict:
+def _row(point: Point, samples: list[float], shares: list[float]) -> dict:
     s = np.asarray(samples)
     return {
         "region": point.region,
@@ -73,6 +83,7 @@ def _row(point: Point, samples: list[float]) -> dict:
         "p75_s": float(np.percentile(s, 75)),
         "min_s": float(s.min()),
         "max_s": float(s.max()),
+        "core_share": round(float(np.median(shares)), 3),
     }
 
 
@@ -101,9 +112,31 @@ def profile(
     max_batch: int | None = None,
     kv_cache_gb: float | None = None,
     repeats: int | None = None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
-    """Measure the engine over the sweep and write `out` (CSV) and its `.meta.json` sidecar."""
+    """Measure the engine over the sweep and write `out` (CSV) and its `.meta.json` sidecar.
+
+    threads: torch's intra-op threads for the run (default: torch's own choice). On a CPU shared
+    with other work, one thread is far steadier: two threads spin-waiting for each other each
+    time one is descheduled can slow a step tenfold. The engine must run with the same count for
+    the calibration to describe it (`llmsim serve --threads`).
+    """
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads: got {threads}; allowed: 1 or more")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _profile(model, out, device, dtype, quantization, quick, max_tokens, max_batch, kv_cache_gb,
+                        repeats, progress)  # fmt: skip
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _profile(
+    model, out, device, dtype, quantization, quick, max_tokens, max_batch, kv_cache_gb, repeats, progress
+):
     out = Path(out)
     if out.suffix != ".csv":
         raise ConfigError(f"--out {out}: the measurements file must end in .csv")
@@ -135,9 +168,11 @@ def profile(
     steps = [build_step(p.rows, runner.num_blocks, runner.block_size) for p in points]
     bandwidth = peaks.memory_read_bandwidth(runner.device, runner.dtype)
     flops = peaks.matmul_flops(runner.device, runner.dtype)
-    times = time_steps(runner, steps, plan.warmup, plan.repeats, progress=progress)
+    times, shares = time_steps(runner, steps, plan.warmup, plan.repeats, progress=progress)
+    bandwidth = max(bandwidth, peaks.memory_read_bandwidth(runner.device, runner.dtype))
+    flops = max(flops, peaks.matmul_flops(runner.device, runner.dtype))
 
-    frame = pd.DataFrame([_row(p, t) for p, t in zip(points, times)])
+    frame = pd.DataFrame([_row(p, t, c) for p, t, c in zip(points, times, shares)])
     frame = frame.sort_values(["region", "batched_tokens", "num_seqs", "cached_tokens"], kind="stable")
     meta = {
         "format": FORMAT,

@@ -33,7 +33,9 @@ class FittedSection(_Strict):
     coefficients: Coefficients
     work: StepWork
     measured_range: MeasuredRange
-    fit_error: dict[str, Any] = Field(default_factory=dict, description="held-out errors, see calibration/fit.py")
+    fit_error: dict[str, Any] = Field(
+        default_factory=dict, description="held-out errors, see calibration/fit.py"
+    )
 
 
 class EfficiencySection(_Strict):
@@ -66,14 +68,18 @@ class Calibration(_Strict):
     fitted: FittedSection | None = None
     roofline: RooflineSection | None = None
     expected_error: str = Field("", description="how far predictions may be off, in words")
-    source: dict[str, Any] = Field(default_factory=dict, description="device, dates, versions, files, references")
+    source: dict[str, Any] = Field(
+        default_factory=dict, description="device, dates, versions, files, references"
+    )
 
     @model_validator(mode="after")
     def _one_model_section(self) -> Calibration:
         if self.provenance == "measured" and (self.fitted is None or self.roofline is not None):
             raise ValueError("a measured calibration has a fitted: section and no roofline: section")
         if self.provenance != "measured" and (self.roofline is None or self.fitted is not None):
-            raise ValueError(f"a {self.provenance} calibration has a roofline: section and no fitted: section")
+            raise ValueError(
+                f"a {self.provenance} calibration has a roofline: section and no fitted: section"
+            )
         return self
 
     @property
@@ -123,9 +129,7 @@ def check_matches(cal: Calibration, scenario, where: str) -> None:
     if cal.hardware != hardware:
         wrong.append(f"hardware {cal.hardware!r} but the scenario's hardware is {hardware!r}")
     if cal.weight_dtype != dep.weight_dtype:
-        wrong.append(
-            f"weight dtype {cal.weight_dtype!r} but deployment.weight_dtype is {dep.weight_dtype!r}"
-        )
+        wrong.append(f"weight dtype {cal.weight_dtype!r} but deployment.weight_dtype is {dep.weight_dtype!r}")
     if cal.dtype != dep.kv_dtype:
         wrong.append(f"KV-cache dtype {cal.dtype!r} but deployment.kv_dtype is {dep.kv_dtype!r}")
     if cal.provenance == "measured" and dep.tensor_parallel != cal.tensor_parallel:

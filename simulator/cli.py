@@ -21,9 +21,19 @@ def _cmd_run(args) -> int:
     print_summary(results.summary, title=f"{scenario.name}: {results.description}")
     print(f"results: {out}/ (summary.json, requests.csv, timeseries.csv, plots/*.png)")
     _print_scheduling(results.info)
+    _print_extrapolated(results.info)
     if "autoscaling" in results.info:
         _print_autoscaling(scenario, results, args.compare_fixed)
     return 0
+
+
+def _print_extrapolated(info: dict) -> None:
+    """Say how many step times came from outside the calibration's measured range."""
+    extrapolated, steps = info.get("extrapolated_steps", 0), info.get("steps", 0)
+    if extrapolated:
+        where = info.get("execution", {}).get("calibration", "the calibration")
+        print(f"extrapolated: {extrapolated:,} of {steps:,} steps ({extrapolated / max(steps, 1):.1%}) lie outside "
+              f"the range measured for {where}; their times are extrapolations")
 
 
 def _print_scheduling(info: dict) -> None:
@@ -124,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plan)
 
     _add_bench_parser(sub)
+    _add_validate_parser(sub)
     _add_compare_parser(sub)
     _add_serve_parser(sub)
+    _add_calibration_parsers(sub)
     return parser
 
 
@@ -157,6 +169,32 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--output-tokens", type=int, default=128, help="without --scenario: output length (default 128)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/bench)")
     p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_validate(args) -> int:
+    from calibration.validate import run_cli  # torch loads only for this command
+
+    return run_cli(args)
+
+
+def _add_validate_parser(sub) -> None:
+    p = sub.add_parser("validate", help="run a scenario on the real engine and in the simulator; report the error")
+    p.add_argument("scenario", help="scenario YAML (normally with execution: {calibration: PATH})")
+    p.add_argument("--url", default=None, help="measure this running server (llmsim bench) instead of the engine")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field, e.g. --set workload.arrival.rate=2 (repeatable)")
+    p.add_argument("--tolerance", action="append", default=[], metavar="KIND=VALUE",
+                   help="largest |relative error| accepted, KIND one of mean, p50, p90, p99, throughput "
+                   "(fractions; 'none' to report only) or abs_ms; default mean=0.10 p50=0.10 p90=0.15 "
+                   "throughput=0.05 abs_ms=0.5")
+    p.add_argument("--device", default="cpu", help="engine device: cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (match the calibration's)")
+    p.add_argument("--num-blocks", type=int, default=None,
+                   help="KV-cache blocks of the engine (default: the runner's budget), or of the server with --url")
+    p.add_argument("--max-requests", type=int, default=None, help="only the first N requests of the workload")
+    p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/validate)")
+    p.set_defaults(func=_cmd_validate)
 
 
 def _cmd_compare(args) -> int:
@@ -248,6 +286,57 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_profile(args) -> int:
+    from calibration.commands import run_profile  # torch loads only for this command
+
+    return run_profile(args)
+
+
+def _cmd_calibrate(args) -> int:
+    if args.from_bench:
+        from calibration.from_bench import run_cli
+
+        return run_cli(args)
+    from calibration.commands import run_calibrate
+
+    return run_calibrate(args)
+
+
+def _add_calibration_parsers(sub) -> None:
+    p = sub.add_parser("profile", help="time the real engine's steps on a device; write a measurements CSV")
+    p.add_argument("--model", required=True, help="catalog model name, e.g. llama-100m")
+    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="activations and KV cache")
+    p.add_argument("--quantization", default=None, choices=["int8"], help="int8 weight-only quantisation")
+    p.add_argument("--out", required=True, help="measurements CSV (metadata goes to NAME.meta.json)")
+    p.add_argument("--quick", action="store_true", help="a small sweep (about a minute): a smoke test")
+    p.add_argument("--max-tokens", type=int, default=None, help="largest step in new tokens (default 2048)")
+    p.add_argument("--max-batch", type=int, default=None, help="largest decode batch (default 128 CPU, 256 GPU)")
+    p.add_argument("--kv-gb", type=float, default=None, help="KV cache GiB (default: the engine's budget)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per step shape (default 5, quick 3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is far steadier on a shared machine)")
+    p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("calibrate", help="fit a measurements CSV into a calibration file (or transfer one)")
+    p.add_argument("measurements", nargs="?", default=None,
+                   help="measurements CSV from llmsim profile, or a measured calibration YAML with --transfer-to")
+    p.add_argument("--out", default=None, help="calibration YAML (default: next to the CSV)")
+    p.add_argument("--model", default=None, help="catalog model (default: the profile's metadata)")
+    p.add_argument("--hardware", default=None,
+                   help="hardware name scenarios use for the device (default cpu-host for CPU profiles)")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the profile's metadata)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the held-out error (default 5)")
+    p.add_argument("--transfer-to", default=None, metavar="HARDWARE",
+                   help="carry the fit's efficiencies to this catalog GPU (provenance: transferred)")
+    p.add_argument("--target-model", default=None, help="with --transfer-to: another catalog model")
+    p.add_argument("--target-dtype", default="bf16", help="with --transfer-to: dtype on the target (default bf16)")
+    p.add_argument("--from-bench", nargs="+", default=None, metavar="RESULTS_DIR",
+                   help="fit `llmsim bench` results of any OpenAI-compatible server instead of a profile "
+                   "(with --model and --hardware; --dtype default fp16)")
+    p.set_defaults(func=_cmd_calibrate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """A step-time model fitted to measurements of a real engine (`llmsim calibrate` writes its numbers).
 
-The shape is physical, so that nine coefficients describe a device and a model well enough to
+The shape is physical, so that ten coefficients describe a device and a model well enough to
 predict steps that were never measured:
 
     step = overhead_s + overhead_per_sequence_s x seqs + overhead_per_token_s x tokens
@@ -12,7 +12,9 @@ predict steps that were never measured:
 
 smax(a, b) = (a^p + b^p)^(1/p), p = knee_sharpness: a linear layer streams its weights once per
 step (memory-bound at small batches) or multiplies every token through them (compute-bound at
-large ones); the smooth maximum bends between the two as real kernels do. A row with one new token
+large ones); the smooth maximum bends between the two as real kernels do. A step of one token
+runs matrix-vector kernels, which stream weights at their own speed: its weight-read times are
+scaled by one_token_read_factor (about 0.75 on the CPU backend). A row with one new token
 is a decode; the padding term prices engines whose batched decode attention pads every row to the
 longest context (the CPU backend does; paged GPU kernels fit it to about zero).
 
@@ -45,6 +47,9 @@ class Coefficients(_Strict):
     prefill_attention_s_per_pair: float = Field(..., ge=0, description="per query-key pair of prefill rows")
     decode_attention_s_per_token: float = Field(..., ge=0, description="per KV token a decode row reads")
     decode_padding_s_per_token: float = Field(..., ge=0, description="per KV slot of decode padding")
+    one_token_read_factor: float = Field(
+        1.0, gt=0, description="weight-read time of one-token steps relative to larger ones"
+    )
     knee_sharpness: float = Field(..., ge=1, description="p of the smooth maximum; large p is a sharp knee")
 
     @classmethod
@@ -133,14 +138,15 @@ def smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
 
 def predict(coefficients: np.ndarray, work: StepWork, f: StepFeatures) -> np.ndarray:
     """Seconds per step for a coefficient vector in `Coefficients.names()` order."""
-    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, p = coefficients
+    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, one_token, p = coefficients
+    read = np.where(f.tokens == 1, one_token, 1.0) / bandwidth
     linear = smooth_max(
-        np.full_like(f.tokens, work.layer_weight_bytes / bandwidth),
+        read * work.layer_weight_bytes,
         f.tokens * (work.layer_flops_per_token / flops),
         p,
     )
     head = smooth_max(
-        np.full_like(f.seqs, work.lm_head_weight_bytes / bandwidth),
+        read * work.lm_head_weight_bytes,
         f.seqs * (work.lm_head_flops_per_sequence / flops),
         p,
     )
