@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def summary_tables(summary: Summary) -> list[Table]:
 
 def print_summary(summary: Summary, console: Console | None = None, title: str = "llmsim results") -> None:
     """Print a run's summary: a red saturation banner when it applies, then the tables."""
-    console = console or Console()
+    console = console or (Console() if sys.stdout.isatty() else Console(width=120))  # pipes get whole rows
     console.rule(f"[bold]{title}")
     if summary.saturated:
         console.print(saturation_banner(summary))
