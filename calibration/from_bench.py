@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy.optimize import least_squares
 
 from simulator.calibration_file import Calibration, FittedSection
@@ -59,7 +60,7 @@ class BenchObservations:
 
     durations: np.ndarray
     kinds: np.ndarray  # "ttft" or "decode"
-    counts: np.ndarray  # [observations, steps]
+    counts: sparse.csr_array  # [observations, steps]
     new: np.ndarray  # [steps, rows], rows with 0 new tokens are padding
     cached: np.ndarray
     info: dict = field(default_factory=dict)
@@ -75,7 +76,9 @@ def read_bench(dirs: list[str | Path]) -> list[pd.DataFrame]:
     for d in dirs:
         path = Path(d) / "requests.csv"
         if not path.is_file():
-            raise ConfigError(f"--from-bench {d}: no requests.csv there (is it an `llmsim bench` output folder?)")
+            raise ConfigError(
+                f"--from-bench {d}: no requests.csv there (is it an `llmsim bench` output folder?)"
+            )
         frame = pd.read_csv(path)
         needed = {"status", "arrival", "first_token", "finish", "prompt_tokens", "output_tokens"}
         missing = sorted(needed - set(frame.columns))
@@ -108,9 +111,8 @@ class _Steps:
         for k, rows in enumerate(self.rows):
             new[k, : len(rows)] = [n for n, _ in rows]
             cached[k, : len(rows)] = [c for _, c in rows]
-        counts = np.zeros((num_obs, len(self.rows)))
-        for obs, k, count in self.entries:
-            counts[obs, k] += count
+        obs, k, count = (np.array(column) for column in zip(*self.entries))
+        counts = sparse.csr_array((count, (obs, k)), shape=(num_obs, len(self.rows)))  # duplicates add up
         return counts, new, cached
 
 
@@ -162,19 +164,24 @@ def observations(frames: list[pd.DataFrame]) -> BenchObservations:
         raise ConfigError("--from-bench: the runs hold no completed request to fit")
     counts, new, cached = steps.arrays(len(durations))
     kinds_arr = np.array(kinds)
-    ttft_prompts = [int(new[k, 0]) for k in range(len(steps.rows)) if counts[kinds_arr == "ttft", k].any()]
+    in_ttft = np.asarray(counts[kinds_arr == "ttft"].sum(axis=0)).ravel() > 0
+    ttft_prompts = new[in_ttft, 0]
     info = {
         "runs": len(frames),
         "ttft_observations": int((kinds_arr == "ttft").sum()),
         "decode_observations": int((kinds_arr == "decode").sum()),
-        "idle_prompt_tokens": [min(ttft_prompts), max(ttft_prompts)] if ttft_prompts else None,
+        "idle_prompt_tokens": [int(ttft_prompts.min()), int(ttft_prompts.max())]
+        if ttft_prompts.size
+        else None,
         "decode_batch": [round(min(batches), 2), round(max(batches), 2)] if batches else None,
         "decode_context": [round(min(contexts)), round(max(contexts))] if contexts else None,
     }
     return BenchObservations(np.asarray(durations), kinds_arr, counts, new, cached, info)
 
 
-def roofline_prior(model: ModelSpec, hardware: HardwareSpec, weight_dtype: str, kv_dtype: str) -> Coefficients:
+def roofline_prior(
+    model: ModelSpec, hardware: HardwareSpec, weight_dtype: str, kv_dtype: str
+) -> Coefficients:
     """The coefficients a roofline with the default efficiencies and overheads implies: what a
     coefficient the data cannot identify is fixed at."""
     eff, oh = RooflineEfficiency(), StepOverhead()
@@ -211,8 +218,11 @@ class BenchFit:
         for kind in ("ttft", "decode"):
             err = np.abs(self.relative_errors[self.observations.kinds == kind])
             if err.size:
-                out[kind] = {"points": int(err.size), "median_abs_pct": round(float(np.median(err)) * 100, 2),
-                             "p90_abs_pct": round(float(np.percentile(err, 90)) * 100, 2)}
+                out[kind] = {
+                    "points": int(err.size),
+                    "median_abs_pct": round(float(np.median(err)) * 100, 2),
+                    "p90_abs_pct": round(float(np.percentile(err, 90)) * 100, 2),
+                }
         return out
 
 
@@ -243,7 +253,11 @@ def fit(obs: BenchObservations, work: StepWork, prior: Coefficients) -> BenchFit
         names = [NAMES[k] for k in free]
         rel_se, corr = _uncertainty(result)
         rse = dict(zip(names, rel_se))
-        why = {name: f"relative standard error {_pct(rse[name])}" for name in names if rse[name] > MAX_RELATIVE_SE}
+        why = {
+            name: f"relative standard error {_pct(rse[name])}"
+            for name in names
+            if rse[name] > MAX_RELATIVE_SE
+        }
         for a, b in zip(*np.nonzero(np.triu(np.abs(corr) > MAX_CORRELATION, 1))):
             for one, other in ((names[a], names[b]), (names[b], names[a])):
                 why.setdefault(one, f"inseparable from {other} (correlation {corr[a, b]:+.3f})")
@@ -290,7 +304,7 @@ def _pct(value: float) -> str:
 
 def measured_range(obs: BenchObservations) -> MeasuredRange:
     f = obs.features
-    used = obs.counts.sum(axis=0) > 0
+    used = np.asarray(obs.counts.sum(axis=0)).ravel() > 0
     return MeasuredRange(
         max_batched_tokens=int(f.tokens[used].max()),
         max_num_seqs=int(np.ceil(f.seqs[used].max())),
@@ -318,7 +332,9 @@ def calibrate_from_bench(
             "fit the prefill cost; add a low-rate run (e.g. llmsim bench --rate 0.2 --num-requests 30)"
         )
     if obs.info["decode_observations"] < 3:
-        raise ConfigError("--from-bench: fewer than 3 requests with 2 or more output tokens; nothing to fit decode on")
+        raise ConfigError(
+            "--from-bench: fewer than 3 requests with 2 or more output tokens; nothing to fit decode on"
+        )
     work = StepWork.from_spec(model, weight_dtype, dtype)
     result = fit(obs, work, roofline_prior(model, hardware, weight_dtype, dtype))
     errors = result.error_summary()
@@ -355,3 +371,47 @@ def calibrate_from_bench(
         },
     )
     return cal, result
+
+
+def run_cli(args) -> int:
+    """`llmsim calibrate --from-bench DIR... --model NAME --hardware NAME --out FILE.yaml`."""
+    from simulator.report import write_text_atomic
+    from simulator.specs import get_hardware, get_model
+
+    if getattr(args, "measurements", None) or getattr(args, "transfer_to", None):
+        raise ConfigError("--from-bench fits bench results: give no measurements file and no --transfer-to with it")
+    if not args.model:
+        raise ConfigError("--model: give the catalog name of the served model (its shapes price each step)")
+    if not getattr(args, "hardware", None):
+        raise ConfigError(
+            "--hardware: give the catalog name of the server's GPU (roofline values for what "
+            "the runs cannot identify, and the name scenarios use)"
+        )
+    dtype = getattr(args, "dtype", None) or "fp16"
+    if dtype not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"--dtype: got {dtype!r}; allowed: fp32, bf16, fp16")
+    model, hardware = get_model(args.model), get_hardware(args.hardware)
+    cal, result = calibrate_from_bench(args.from_bench, model=model, hardware=hardware, dtype=dtype,
+                                       quantization=getattr(args, "quantization", None))  # fmt: skip
+    out = Path(args.out) if args.out else Path(f"{model.name}-{hardware.name}-from-bench.yaml")
+    header = (
+        f"# Calibration of {model.name} on {hardware.name} from `llmsim bench` runs of a server "
+        "(`llmsim calibrate --from-bench`).\n# Use it from a scenario with execution: {calibration: PATH}\n"
+    )
+    write_text_atomic(out, header + cal.to_yaml())
+    info = result.observations.info
+    print(
+        f"fitted {len(NAMES) - len(result.fixed)} of {len(NAMES)} coefficients to "
+        f"{info['ttft_observations']} idle TTFTs and {info['decode_observations']} decode spans "
+        f"from {info['runs']} run(s)"
+    )
+    for name, value in result.coefficients.model_dump().items():
+        note = " (fixed: roofline)" if name in result.fixed else f" (±{result.relative_se[name]:.0%})"
+        print(f"  {name:32s} {value:.4g}{note}")
+    for kind, err in result.error_summary().items():
+        print(
+            f"  {kind}: median |error| {err['median_abs_pct']}%, p90 {err['p90_abs_pct']}% over {err['points']} points"
+        )
+    print(f"  TTFT time outside engine steps (not simulated): {result.ttft_offset_s * 1000:.2f} ms")
+    print(f"calibration: {out}")
+    return 0

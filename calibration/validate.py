@@ -1,39 +1,29 @@
 """`llmsim validate`: the same workload on the real engine and in the simulator, and the difference.
 
-The real side replays the scenario's requests in real time on the backend engine, in this
-process: each request is added at its arrival time on the engine clock (at the first step
-boundary after it, as a busy engine notices it), with token-id prompts of the requested length and
-`ignore_eos`, so lengths are exactly those the simulator gets. With `--url` the real side is any
-running server, measured by `llmsim bench`.
+The real side replays the scenario's requests in real time on the backend engine, in this process
+(calibration/replay.py), or, with `--url`, measures any running server with `llmsim bench`.
 
 The simulated side runs the scenario with its execution model (normally `execution: {calibration:
 ...}`), but with the engine's actual KV capacity (num_blocks), block size, context limit and
-scheduler settings, so both sides have the same capacity; these settings are written to
-validation.json so the comparison can be reproduced.
-
-Host overhead: a profile times `ModelRunner.execute`; the engine also spends time scheduling and
-completing each step. Before the measured replay, a short warm-up run (which also takes the
-first-call costs of the kernels out of the measurement) times that overhead per step, and the
-simulator adds it to every step: seconds = a + b x rows, fitted on the warm-up's steps.
+scheduler settings, so both sides have the same capacity, plus the engine's measured host overhead
+per step; these settings are written to validation.json so the comparison can be reproduced.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from calibration.accuracy import Comparison, Tolerances, compare, overlay_plots
+from calibration.replay import HostOverhead, WithHostOverhead, build_engine, engine_settings, replay, warm_up
+from simulator.bench import truncate
 from simulator.errors import ConfigError
 from simulator.execution import ExecutionModel
-from simulator.loadgen import token_prompt
-from simulator.metrics import RequestRecord, summarize
+from simulator.metrics import summarize
 from simulator.report import write_text_atomic
 from simulator.results import Results
 from simulator.scenario import Scenario
@@ -41,195 +31,10 @@ from simulator.simulation import Deployment, execution_model
 from simulator.simulation import run as simulate_run
 from simulator.workload import Workload, generate
 
-_SPIN_S = 0.002  # the last part of an idle wait is spun, so arrivals are not late by a sleep's slack
 
-
-@dataclass(frozen=True)
-class HostOverhead:
-    """Engine time per step outside `ModelRunner.execute`: seconds = constant_s + per_sequence_s x rows."""
-
-    constant_s: float = 0.0
-    per_sequence_s: float = 0.0
-    steps: int = 0  # steps it was measured on
-
-    @classmethod
-    def measure(cls, steps: pd.DataFrame) -> HostOverhead:
-        """Fit from engine step records: for back-to-back steps, the time from one step's end to
-        the next one's minus the next one's execution."""
-        steps = steps.sort_values("index")
-        period = np.diff(steps["end"].to_numpy())
-        later = steps.iloc[1:]
-        back_to_back = (later["start"].to_numpy() - steps["end"].to_numpy()[:-1]) < 0.002
-        host = (period - later["execute_s"].to_numpy())[back_to_back]
-        rows = later["num_seqs"].to_numpy(dtype=float)[back_to_back]
-        if host.size < 4:
-            return cls()
-        if np.ptp(rows) > 0:
-            b, a = np.polyfit(rows, host, 1)
-        else:
-            a, b = float(np.median(host)), 0.0
-        return cls(max(float(a), 0.0), max(float(b), 0.0), int(host.size))
-
-
-class WithHostOverhead:
-    """An execution model plus the engine's per-step host overhead."""
-
-    def __init__(self, inner: ExecutionModel, overhead: HostOverhead):
-        self.inner, self.overhead = inner, overhead
-        self.provenance = inner.provenance
-
-    def step_time(self, new_tokens, cached_tokens) -> float:
-        rows = int(np.count_nonzero(np.atleast_1d(new_tokens)))
-        return self.inner.step_time(new_tokens, cached_tokens) + self.overhead.constant_s + \
-            self.overhead.per_sequence_s * rows
-
-    def decode_run_times(self, cached_tokens, num_steps: int) -> np.ndarray:
-        rows = np.atleast_1d(cached_tokens).size
-        extra = self.overhead.constant_s + self.overhead.per_sequence_s * rows
-        return self.inner.decode_run_times(cached_tokens, num_steps) + extra
-
-    def is_extrapolated(self, new_tokens, cached_tokens) -> bool:
-        return self.inner.is_extrapolated(new_tokens, cached_tokens)
-
-    def describe(self) -> dict:
-        out = dict(self.inner.describe())
-        out["host_overhead"] = {"constant_s": self.overhead.constant_s,
-                                "per_sequence_s": self.overhead.per_sequence_s,
-                                "measured_steps": self.overhead.steps}  # fmt: skip
-        return out
-
-
-@dataclass
-class EngineRun:
-    """A workload served by the real engine: results, step records and the engine's settings."""
-
-    results: Results
-    steps: pd.DataFrame
-    settings: dict = field(default_factory=dict)
-
-
-def engine_dtype(scenario: Scenario) -> str:
-    """The engine's dtype for a scenario: its weight dtype (the engine runs fp32, bf16 or fp16)."""
-    dtype = scenario.deployment.weight_dtype
-    if dtype not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(
-            f"deployment.weight_dtype: got {dtype!r}; the engine runs fp32, bf16 or fp16 "
-            "(int8 weights: quantize a 16-bit engine, not supported by validate)"
-        )
-    if scenario.deployment.kv_dtype != dtype:
-        raise ConfigError(
-            f"deployment.kv_dtype: got {scenario.deployment.kv_dtype!r}; the engine keeps its KV cache in "
-            f"the weights' dtype, {dtype!r}"
-        )
-    return dtype
-
-
-def build_engine(scenario: Scenario, *, device: str = "cpu", num_blocks: int | None = None, seed: int = 0):
-    """The backend engine for a scenario's model, dtype and scheduler settings."""
-    from backend.engine import Engine
-    from backend.runner import ModelRunner
-
-    cfg = scenario.scheduler
-    runner = ModelRunner(scenario.model_spec(), device=device, dtype=engine_dtype(scenario),
-                         num_blocks=num_blocks, block_size=cfg.block_size, seed=seed)  # fmt: skip
-    return Engine(runner, cfg, max_model_len=scenario.max_model_len())
-
-
-def warm_up(engine, seed: int = 0) -> HostOverhead:
-    """Serve a few requests (kernels warm up; the host overhead per step is measured)."""
-    start = len(engine.records)
-    longest = min(engine.max_model_len - 16, 256)
-    for i, prompt in enumerate((8, 64, longest, 32, 128, 16, 16, 16)):
-        req = _warm_request(i, prompt)
-        engine.add_request(token_prompt(req, seed), 16, ignore_eos=True)
-    engine.run_until_idle()
-    return HostOverhead.measure(engine.records_frame().iloc[start:])
-
-
-def _warm_request(i: int, prompt: int):
-    from simulator.workload import Request
-
-    return Request(request_id=2**30 + i, arrival=0.0, prompt_tokens=prompt, output_tokens=16)
-
-
-def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True) -> EngineRun:
-    """Serve `workload` on `engine` in real time; times in the results start at the first arrival."""
-    first_step = len(engine.records)
-    pending = deque(workload.requests)
-    served: list[tuple] = []  # (request, sequence)
-    samples = []
-    bar = tqdm(total=len(workload), desc="engine", unit="req", disable=not progress, leave=False)
-    offset = engine.now()
-    done = 0
-    while pending or engine.has_work:
-        now = engine.now() - offset
-        while pending and pending[0].arrival <= now:
-            r = pending.popleft()
-            seq = engine.add_request(token_prompt(r, seed), r.output_tokens, ignore_eos=True,
-                                     arrival=offset + r.arrival, request_class=r.request_class,
-                                     priority=r.priority)  # fmt: skip
-            served.append((r, seq))
-        if engine.has_work:
-            sched = engine.scheduler
-            samples.append((engine.now() - offset, sched.num_waiting, sched.num_running, sched.blocks.usage, 1))
-            if engine.step() is None and not pending:
-                break  # nothing can ever run: left as unfinished
-        else:
-            samples.append((engine.now() - offset, 0, 0, engine.scheduler.blocks.usage, 0))
-            _sleep_until(engine, offset + pending[0].arrival)
-        finished = sum(seq.finish_time is not None for _, seq in served)
-        bar.update(finished - done)
-        done = finished
-    bar.close()
-    samples.append((engine.now() - offset, 0, 0, engine.scheduler.blocks.usage, 0))
-
-    from backend.engine import to_request_records
-
-    records = []
-    for (r, _), rec in zip(served, to_request_records([seq for _, seq in served])):
-        records.append(RequestRecord(r.request_id, rec.request_class, rec.arrival - offset, rec.prompt_tokens,
-                                     rec.token_times - offset, rec.status, 0, rec.num_preemptions,
-                                     rec.cached_prompt_tokens))  # fmt: skip
-    timeseries = pd.DataFrame(samples, columns=["time", "waiting", "running", "kv_usage", "busy"])
-    timeseries["replica"] = 0
-    steps = engine.records_frame().iloc[first_step:].reset_index(drop=True)
-    for column in ("start", "end"):
-        steps[column] -= offset
-    summary = summarize(records, slos=workload.slos, timeseries=timeseries)
-    runner = engine.runner
-    info = {"measured": True, "engine": "backend.engine.Engine (in process)", "device": str(runner.device),
-            "dtype": str(runner.dtype).removeprefix("torch."), "steps": len(steps),
-            "preemptions": int(sum(r.num_preemptions for r in records))}  # fmt: skip
-    results = Results(summary, records, timeseries, workload.slos, "measured on the engine", info)
-    return EngineRun(results, steps)
-
-
-def _sleep_until(engine, target: float) -> None:
-    remaining = target - engine.now()
-    if remaining > _SPIN_S:
-        time.sleep(remaining - _SPIN_S)
-    while engine.now() < target:
-        pass
-
-
-def engine_settings(engine, threads: int | None) -> dict:
-    """What the simulator must share with the engine for a like-for-like comparison."""
-    import torch
-
-    runner = engine.runner
-    return {
-        "num_blocks": runner.num_blocks,
-        "block_size": runner.block_size,
-        "max_model_len": engine.max_model_len,
-        "scheduler": engine.config.model_dump(mode="json", exclude_none=True),
-        "device": str(runner.device),
-        "dtype": str(runner.dtype).removeprefix("torch."),
-        "threads": threads or torch.get_num_threads(),
-    }
-
-
-def simulate_like(scenario: Scenario, workload: Workload, settings: dict, overhead: HostOverhead | None,
-                  seed: int) -> Results:
+def simulate_like(
+    scenario: Scenario, workload: Workload, settings: dict, overhead: HostOverhead | None, seed: int
+) -> Results:
     """The scenario simulated with the engine's capacity and scheduler settings, on `workload`."""
     scheduler = scenario.scheduler.model_validate(settings["scheduler"])
     deployment_cfg = scenario.deployment.model_copy(update={"replicas": 1})
@@ -242,6 +47,29 @@ def simulate_like(scenario: Scenario, workload: Workload, settings: dict, overhe
     return simulate_run(matched, seed, deployment=deployment, workload=workload)
 
 
+def step_model_error(steps: pd.DataFrame, model: ExecutionModel) -> dict:
+    """How well the step-time model predicts the engine's own steps in this run (execution only,
+    no host overhead): adds a `predicted_s` column to `steps` and returns, per kind of step
+    (prefill, decode, mixed, all), the count, the median error and the error of the summed time.
+    End-to-end errors of the run follow mostly from these."""
+    predicted = [model.step_time(np.array(list(map(int, str(n).split()))), np.array(list(map(int, str(c).split()))))
+                 for n, c in zip(steps["new_tokens"], steps["cached_tokens"])]  # fmt: skip
+    steps["predicted_s"] = predicted
+    prefill, decode = steps["num_prefill_tokens"] > 0, steps["num_decode_seqs"] > 0
+    kinds = np.where(prefill & decode, "mixed", np.where(prefill, "prefill", "decode"))
+    out = {}
+    for kind in ("prefill", "decode", "mixed", "all"):
+        rows = steps[(kinds == kind) | (kind == "all")]
+        if len(rows):
+            err = rows["predicted_s"] / rows["execute_s"] - 1
+            out[kind] = {
+                "steps": len(rows),
+                "median_error": round(float(err.median()), 4),
+                "total_time_error": round(float(rows["predicted_s"].sum() / rows["execute_s"].sum() - 1), 4),
+            }
+    return out
+
+
 @dataclass
 class Validation:
     measured: Results
@@ -249,6 +77,8 @@ class Validation:
     comparison: Comparison
     settings: dict
     steps: pd.DataFrame | None = None
+    step_errors: dict = field(default_factory=dict)  # see step_model_error
+    workload: Workload | None = None  # the requests both sides served (send times with --url)
 
     def save(self, out: str | Path) -> Path:
         out = Path(out)
@@ -256,10 +86,12 @@ class Validation:
         self.simulated.save(out / "simulated")
         if self.steps is not None:
             write_text_atomic(out / "engine_steps.csv", self.steps.to_csv(index=False, float_format="%.9g"))
-        write_text_atomic(out / "comparison.csv", self.comparison.table.to_csv(index=False, float_format="%.6g"))
+        write_text_atomic(
+            out / "comparison.csv", self.comparison.table.to_csv(index=False, float_format="%.6g")
+        )
         overlay_plots(self.measured, self.simulated, out / "plots")
         report = {"passed": self.comparison.passed, "tolerances": self.comparison.tolerances.__dict__,
-                  "settings": self.settings,
+                  "settings": self.settings, "step_model_error": self.step_errors,
                   "comparison": json.loads(self.comparison.table.to_json(orient="records"))}  # fmt: skip
         write_text_atomic(out / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
         return out
@@ -274,12 +106,10 @@ def validate(
     num_blocks: int | None = None,
     threads: int | None = None,
     max_requests: int | None = None,
-    tolerances: Tolerances = Tolerances(),
+    tolerances: Tolerances | None = None,
     progress: bool = True,
 ) -> Validation:
     """Run the scenario's workload for real and simulated, and compare."""
-    from simulator.bench import truncate
-
     seed = scenario.seed if seed is None else seed
     if url is None:
         import torch
@@ -302,7 +132,26 @@ def validate(
     settings.update({"seed": seed, "scenario": scenario.name, "requests": len(workload),
                      "calibration": scenario.execution.calibration})  # fmt: skip
     simulated = simulate_like(scenario, workload, settings, overhead, seed)
-    return Validation(measured, simulated, compare(measured, simulated, tolerances), settings, steps)
+    comparison = compare(measured, simulated, tolerances or Tolerances())
+    errors = step_model_error(steps, execution_model(scenario)) if steps is not None and len(steps) else {}
+    return Validation(measured, simulated, comparison, settings, steps, errors, workload)
+
+
+def resimulate(
+    validation: Validation, scenario: Scenario, tolerances: Tolerances | None = None
+) -> Validation:
+    """The same measured run compared with another simulation of it, e.g. with another calibration
+    (`scenario` differs from the validated one only in its execution section)."""
+    s = validation.settings
+    overhead = HostOverhead(**s["host_overhead"]) if s.get("host_overhead") else None
+    simulated = simulate_like(scenario, validation.workload, s, overhead, s["seed"])
+    comparison = compare(validation.measured, simulated, tolerances or validation.comparison.tolerances)
+    steps = validation.steps.copy() if validation.steps is not None else None
+    errors = step_model_error(steps, execution_model(scenario)) if steps is not None and len(steps) else {}
+    settings = {**s, "calibration": scenario.execution.calibration}
+    return Validation(
+        validation.measured, simulated, comparison, settings, steps, errors, validation.workload
+    )
 
 
 def _measure_server(scenario, url, seed, num_blocks, max_requests, progress):
@@ -326,12 +175,43 @@ def _measure_server(scenario, url, seed, num_blocks, max_requests, progress):
     measured = Results(summarize(measured.records, slos=workload.slos), measured.records, None,
                        workload.slos, measured.description, measured.info)  # fmt: skip
     if num_blocks is None:
-        from simulator.simulation import Deployment as _D
-
-        num_blocks = _D.build(scenario).num_blocks
+        num_blocks = Deployment.build(scenario).num_blocks
     settings = {"num_blocks": num_blocks, "block_size": scenario.scheduler.block_size,
                 "max_model_len": scenario.max_model_len(),
                 "scheduler": scenario.scheduler.model_dump(mode="json", exclude_none=True),
                 "url": url, "note": "server measured over HTTP: KV capacity and scheduler settings are the "
                 "scenario's (or --num-blocks); make them match the server's"}  # fmt: skip
     return measured, workload, settings, None
+
+
+def run_cli(args) -> int:
+    """`llmsim validate`: exit 0 when every checked statistic is within tolerance, 1 otherwise."""
+    from calibration.accuracy import print_comparison
+    from simulator.scenario import load_scenario
+
+    tolerances = Tolerances.parse(args.tolerance)
+    for flag in ("threads", "num_blocks", "max_requests"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    scenario = load_scenario(args.scenario, args.set)
+    result = validate(scenario, seed=args.seed, url=args.url, device=args.device, num_blocks=args.num_blocks,
+                      threads=args.threads, max_requests=args.max_requests, tolerances=tolerances)  # fmt: skip
+    out = Path(args.out) if args.out else Path("results") / scenario.name / "validate"
+    result.save(out)
+    s = result.settings
+    print(
+        f"{scenario.name}: {s['requests']} requests, engine KV cache {s['num_blocks']} blocks x "
+        f"{s['block_size']} tokens, policy {s['scheduler']['policy']} (the simulator used the same)"
+    )
+    print_comparison(result.comparison, title=f"{scenario.name}: simulated vs measured")
+    if result.step_errors:
+        parts = [f"{kind} {e['total_time_error']:+.1%} over {e['steps']} steps"
+                 for kind, e in result.step_errors.items() if kind != "all"]  # fmt: skip
+        print(
+            "step-time model on this run's engine steps (predicted / measured time - 1): " + ", ".join(parts)
+        )
+    print(
+        f"results: {out}/ (comparison.csv, validation.json, measured/, simulated/, plots/*_real_vs_sim.png)"
+    )
+    return 0 if result.comparison.passed else 1

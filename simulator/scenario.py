@@ -205,16 +205,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
-        node = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} holds a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        node = data
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the scenario"
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"--set {item!r}: {where} is a list of {len(node)} entries; "
+                        f"{part!r} must be an index from 0 to {len(node) - 1}"
+                    )
+                index = int(part)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {where} holds a value, not a section")
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
     return data
 
 

@@ -25,6 +25,7 @@ TTFT_S = 0.06  # the fake's delay before the first token
 ITL_S = 0.025  # and between tokens
 FAIL_OUTPUT = 7  # requests asking for this many tokens get HTTP 500
 HANG_PROMPT = 13  # requests with this prompt length never answer
+BROKEN_PROMPT = 14  # and these get a malformed chunk after their first token
 
 
 def fake_app(accept_token_ids: bool = True) -> FastAPI:
@@ -54,6 +55,8 @@ def fake_app(accept_token_ids: bool = True) -> FastAPI:
             for i in range(n_out):
                 if i:
                     await asyncio.sleep(ITL_S)
+                if i == 1 and n_prompt == BROKEN_PROMPT:
+                    yield "data: {not json\n\n"
                 reason = "length" if i == n_out - 1 else None
                 choice = {"index": 0, "delta": {"content": f" t{i}"}} if chat else {"index": 0, "text": f" t{i}"}
                 yield "data: " + json.dumps({"choices": [choice | {"finish_reason": reason}]}) + "\n\n"
@@ -140,7 +143,8 @@ def test_measures_the_servers_delays_counts_errors_and_keeps_the_schedule(fake, 
     wl = workload.to_frame()
     fails = int((wl.output_tokens == FAIL_OUTPUT).sum())
     hangs = int(((wl.prompt_tokens == HANG_PROMPT) & (wl.output_tokens != FAIL_OUTPUT)).sum())
-    assert fails and hangs, "the seed must exercise both failure kinds"
+    broken = int(((wl.prompt_tokens == BROKEN_PROMPT) & (wl.output_tokens != FAIL_OUTPUT)).sum())
+    assert fails and hangs and broken, "the seed must exercise every failure kind"
 
     run = bench(Target(fake.url, timeout_s=1.5), workload, seed=3, progress=False)
     out = run.save(tmp_path / "bench")
@@ -149,11 +153,11 @@ def test_measures_the_servers_delays_counts_errors_and_keeps_the_schedule(fake, 
     client = pd.read_csv(out / "client.csv")
 
     # errors are counted, not fatal: 500s and timeouts
-    assert summary["counts"]["errors"] == fails + hangs
-    assert summary["counts"]["completed"] == len(wl) - fails - hangs
+    assert summary["counts"]["errors"] == fails + hangs + broken
+    assert summary["counts"]["completed"] == len(wl) - fails - hangs - broken
     assert client.error.fillna("").str.startswith("HTTP 500").sum() == fails
     assert client.error.fillna("").str.startswith("timeout").sum() == hangs
-    assert run.results.info["errors"] == {"HTTP 500": fails, "timeout": hangs}
+    assert run.results.info["errors"] == {"HTTP 500": fails, "timeout": hangs, "JSONDecodeError": broken}
 
     # the fake's delays are what the client measures
     lat = summary["latency_s"]
@@ -234,3 +238,41 @@ def test_cli_writes_results_and_refuses_bad_input(fake, tmp_path, capsys):
 def test_flag_workload_rejects_nonsense():
     with pytest.raises(ConfigError, match="prompt_tokens"):
         flag_workload(rate=1, num_requests=3, prompt_tokens=0, output_tokens=5)
+
+
+def test_end_to_end_against_llmsim_serve(tmp_path):
+    torch = pytest.importorskip("torch")
+    from backend.server import build_server, create_app
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the engine thread shares the machine with the client
+    try:
+        server = build_server("llama-20m", device="cpu", kv_cache_gb=0.05, scheduler={"max_num_seqs": 8})
+        with ServerThread(create_app(server)) as live:
+            workload = generate(flag_workload(rate=20, num_requests=6, prompt_tokens=24, output_tokens=6),
+                                seed=0, max_context=2048)
+            run = bench(Target(live.url, timeout_s=120), workload, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert run.results.info["prompt_format"] == "tokens" and run.results.info["model"] == "llama-20m"
+    assert run.results.summary.completed == 6 and run.results.summary.errors == 0
+    requests = run.results.requests
+    assert (requests.output_tokens == 6).all()  # ignore_eos honoured, every token streamed once
+    assert (run.client.reported_output_tokens == 6).all() and (run.client.reported_prompt_tokens == 24).all()
+    assert (requests.ttft > 0).all() and (requests.tpot > 0).all()
+    run.save(tmp_path / "serve")
+    assert (tmp_path / "serve" / "summary.json").is_file()
+
+
+def test_validate_against_a_running_server_uses_the_actual_send_times(fake, tmp_path):
+    from calibration.validate import validate
+
+    data = scenario_data(rate=40.0, n=10)
+    data["workload"]["classes"][0]["prompt_tokens"] = {"dist": "constant", "value": 20}
+    data["workload"]["classes"][0]["output_tokens"] = {"dist": "constant", "value": 5}
+    result = validate(parse_scenario(data), url=fake.url, progress=False)
+    assert result.measured.summary.completed == 10 == result.simulated.summary.completed
+    sent = sorted(r.arrival for r in result.measured.records)
+    assert sent[0] == 0.0 and [r.arrival for r in result.workload.requests] == pytest.approx(sent)
+    assert result.settings["url"] == fake.url and result.steps is None
+    assert (result.save(tmp_path / "v") / "comparison.csv").is_file()

@@ -119,3 +119,16 @@ def test_console_script_has_no_traceback_for_user_errors(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("llmsim: error:") and "Traceback" not in proc.stderr
+
+
+def test_set_reaches_into_lists_by_index(tmp_path, capsys):
+    path = write(tmp_path, BASE)
+    code, _, err = run_cli(capsys, "run", path, "--out", tmp_path / "r",
+                           "--set", "workload.classes.0.output_tokens.value=7")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["tokens"]["output"] == 40 * 7
+    for bad, words in [("workload.classes.3.name=x", "0 to 0"), ("workload.classes.first.name=x", "index"),
+                       ("model.size=1", "holds a value")]:
+        code, _, err = run_cli(capsys, "run", path, "--set", bad)
+        assert code == 2 and words in err and "Traceback" not in err, (bad, err)

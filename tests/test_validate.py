@@ -1,12 +1,17 @@
 """Simulated vs measured: the error table, tolerances, and a short validation on the real engine."""
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from calibration.accuracy import Tolerances, compare
 from simulator.errors import ConfigError
 from simulator.metrics import RequestRecord, summarize
 from simulator.results import Results
+from simulator.scenario import parse_scenario
+from simulator.workload import generate
 
 
 def results(scale: float = 1.0, n: int = 50) -> Results:
@@ -51,3 +56,95 @@ def test_tolerance_overrides_parse_and_reject_nonsense():
     for bad in ("p42=0.1", "p50", "p50=-1", "p50=abc"):
         with pytest.raises(ConfigError, match="--tolerance"):
             Tolerances.parse([bad])
+
+
+# --- a short validation on the real engine ------------------------------------------------------
+
+CPU = {"name": "cpu-host", "memory_gib": 16, "memory_bandwidth_gbps": 20, "tflops": {"fp32": 0.2, "fp16": 0.2},
+       "interconnect_gbps": 10}
+
+
+def cpu_scenario(rate, n, calibration=None, policy="vllm"):
+    data = {
+        "name": "tiny-cpu", "seed": 5, "model": "llama-20m", "hardware": CPU,
+        "deployment": {"weight_dtype": "fp32", "kv_dtype": "fp32"},
+        "scheduler": {"policy": policy, "max_num_seqs": 32},
+        "workload": {"arrival": {"process": "poisson", "rate": rate}, "num_requests": n,
+                     "classes": [{"name": "c", "prompt_tokens": {"dist": "uniform", "low": 16, "high": 320},
+                                  "output_tokens": {"dist": "uniform", "low": 8, "high": 48}}]},
+    }
+    if calibration:
+        data["execution"] = {"calibration": str(calibration)}
+    return parse_scenario(data)
+
+
+def calibrate_on_engine_steps(tmp_path):
+    """A calibration fitted to the engine's own step records of a run like the validated one, on
+    this machine, now: the validation below then checks the sim-vs-real machinery (scheduler
+    replay, capacity, host overhead, timestamps), not how busy the machine was when a shipped
+    profile was measured nor how well the step-time model's form suits this CPU."""
+    from calibration.fit import fit_coefficients, initial_guess
+    from calibration.replay import build_engine, replay, warm_up
+    from simulator.calibration_file import Calibration, FittedSection
+    from simulator.fitted import Coefficients, MeasuredRange, StepFeatures, StepWork
+
+    scenario = cpu_scenario(rate=8.0, n=50)  # the validated load, other requests (seed 1, not 5)
+    engine = build_engine(scenario)
+    warm_up(engine)
+    steps = replay(engine, generate(scenario.workload, seed=1, max_context=2048), progress=False).steps
+    rows = [(list(map(int, n.split())), list(map(int, c.split()))) for n, c in zip(steps.new_tokens, steps.cached_tokens)]
+    width = max(len(n) for n, _ in rows)
+    new = np.array([n + [0] * (width - len(n)) for n, _ in rows])
+    cached = np.array([c + [0] * (width - len(c)) for _, c in rows])
+    f, times = StepFeatures.of(new, cached), steps.execute_s.to_numpy()
+    work = StepWork.from_spec(scenario.model_spec(), "fp32", "fp32")
+    x = fit_coefficients(f, times, work, initial_guess(f, times, work, {}))
+    measured = MeasuredRange(max_batched_tokens=int(f.tokens.max()), max_num_seqs=int(f.seqs.max()),
+                             max_context=int(f.max_context.max()), max_kv_tokens=int(f.kv_tokens.max()))
+    cal = Calibration(model="llama-20m", hardware="cpu-host", dtype="fp32", provenance="measured",
+                      fitted=FittedSection(coefficients=Coefficients.from_vector(x), work=work, measured_range=measured))
+    path = tmp_path / "llama-20m-here.yaml"
+    path.write_text(cal.to_yaml())
+    return path
+
+
+def test_short_validation_on_the_engine(tmp_path):
+    torch = pytest.importorskip("torch")
+    from calibration.validate import validate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steadier timings on a shared machine
+    try:
+        calibration = calibrate_on_engine_steps(tmp_path)
+        result = validate(cpu_scenario(rate=8.0, n=40, calibration=calibration), threads=1, progress=False,
+                          tolerances=Tolerances(mean=None, p50=0.25, p90=None, throughput=None, abs_ms=1.0))
+    finally:
+        torch.set_num_threads(threads)
+    table = result.comparison.table.set_index(["metric", "stat"])
+    print(table)
+    assert result.measured.summary.completed == 40 == result.simulated.summary.completed
+    for metric in ("TTFT", "TPOT", "E2E"):
+        assert abs(table.loc[(metric, "p50"), "error"]) <= 0.25, metric
+    # the simulator ran with the engine's capacity and scheduler settings, and says so
+    settings = result.settings
+    assert result.simulated.info["kv_blocks_per_replica"] == settings["num_blocks"]
+    assert settings["scheduler"]["max_num_seqs"] == 32 and settings["host_overhead"]["steps"] > 0
+    assert result.step_errors["all"]["steps"] == len(result.steps) == result.measured.info["steps"]
+    out = result.save(tmp_path / "validate")
+    assert (out / "plots" / "ttft_real_vs_sim.png").is_file() and (out / "comparison.csv").is_file()
+    assert json.loads((out / "validation.json").read_text())["settings"]["num_blocks"] == settings["num_blocks"]
+
+
+def test_engine_steps_become_a_measurements_file_calibrate_reads(tmp_path):
+    from calibration.measurements import load_measurements
+    from calibration.served_steps import steps_to_measurements
+
+    rows = [("40", "0", 0.05), ("1 1", "40 12", 0.02), ("30 1", "0 41", 0.04)] * 5
+    steps = pd.DataFrame(rows, columns=["new_tokens", "cached_tokens", "execute_s"])
+    path = steps_to_measurements([steps], tmp_path / "served.csv", model="llama-20m", dtype="fp32", threads=1)
+    m = load_measurements(path)
+    assert list(m.regions[:3]) == ["prefill", "decode", "mixed"]
+    assert list(m.frame.layout[:3]) == ["40+0", "1+40 1+12", "30+0 1+41"]
+    assert m.times[1] == pytest.approx(0.02) and m.meta["threads"] == 1 and m.meta["model"] == "llama-20m"
+    both = steps_to_measurements([steps], tmp_path / "both.csv", model="llama-20m", dtype="fp32", profile=path)
+    assert len(load_measurements(both).frame) == 2 * len(steps)
