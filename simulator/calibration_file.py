@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from simulator.errors import ConfigError
+from simulator.errors import ConfigError, read_yaml_mapping
 from simulator.execution import RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.fitted import Coefficients, FittedModel, MeasuredRange, StepWork, _Strict
 from simulator.validation import format_validation_error
@@ -92,15 +92,7 @@ class Calibration(_Strict):
 
 
 def load_calibration(path: str | Path) -> Calibration:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"calibration file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a calibration must be a mapping of keys to values")
+    data = read_yaml_mapping(path, "calibration")
     try:
         return Calibration.model_validate(data)
     except ValidationError as exc:

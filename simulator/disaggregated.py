@@ -28,7 +28,14 @@ from simulator.replica import Replica
 from simulator.routing import Router, make_router
 from simulator.scenario import Scenario
 from simulator.scheduling import SeqStatus, Sequence, make_block_manager, make_scheduler
-from simulator.simulation import Deployment, _record, _scheduling_info, _sequences, timeseries_frame
+from simulator.simulation import (
+    Deployment,
+    _record,
+    _scheduling_info,
+    _sequences,
+    run_counts,
+    timeseries_frame,
+)
 from simulator.speculation import Speculation, draft_execution
 from simulator.workload import Workload, generate
 
@@ -257,14 +264,7 @@ def run_disaggregated(scenario: Scenario, seed: int, started: float | None = Non
             "transfer_s_max": float(transfers.max()) if transfers.size else None,
         },
         "execution": {"prefill": pools.prefill.execution.describe(), "decode": pools.decode.execution.describe()},
-        "steps": sum(r.num_steps for r in replicas),
-        "extrapolated_steps": sum(r.num_extrapolated_steps for r in replicas),
-        "preemptions": sum(s.num_preemptions for s in seqs),
-        "clipped_prompts": workload.clipped_prompts,
-        "clipped_outputs": workload.clipped_outputs,
-        "simulated_time_s": end,
-        "unfinished_at_end": sum(s.status is not SeqStatus.FINISHED for s in seqs),
-        "wall_time_s": round(time.perf_counter() - started, 3),
+        **run_counts(replicas, seqs, workload, end, started),
     }
     info.update(_scheduling_info(scenario, seqs, handoff.decode + handoff.prefill))
     description = (

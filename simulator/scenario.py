@@ -23,7 +23,7 @@ from pydantic import (
 from simulator import specs
 from simulator.autoscaling import AutoscalingConfig
 from simulator.disaggregation_spec import DisaggregationConfig, pool_scenario
-from simulator.errors import ConfigError
+from simulator.errors import ConfigError, read_yaml_mapping
 from simulator.objectives import SLOTarget
 from simulator.plan_spec import PlanConfig
 from simulator.routing import ROUTERS
@@ -236,14 +236,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def read_scenario_data(path: str | Path) -> tuple[dict, Path]:
     """The raw mapping of a scenario file (name defaulted to the file's stem) and its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"scenario file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a scenario must be a mapping of keys to values")
+    data = read_yaml_mapping(path, "scenario")
     data.setdefault("name", path.stem)
     return data, path.resolve().parent
 

@@ -175,6 +175,20 @@ def simulate(
     return seqs, cluster.replicas, env.now
 
 
+def run_counts(replicas: list[Replica], seqs: list[Sequence], workload: Workload, end: float, started: float) -> dict:
+    """What a run did (steps, preemptions, clipped lengths, unfinished requests, times) for its provenance."""
+    return {
+        "steps": sum(r.num_steps for r in replicas),
+        "extrapolated_steps": sum(r.num_extrapolated_steps for r in replicas),
+        "preemptions": sum(s.num_preemptions for s in seqs),
+        "clipped_prompts": workload.clipped_prompts,
+        "clipped_outputs": workload.clipped_outputs,
+        "simulated_time_s": end,
+        "unfinished_at_end": sum(s.status is not SeqStatus.FINISHED for s in seqs),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+    }
+
+
 def _scheduling_info(scenario: Scenario, seqs: list[Sequence], replicas: list[Replica]) -> dict:
     """What prefix caching, swapping and speculation did in a run."""
     cfg, info = scenario.scheduler, {}
@@ -248,14 +262,7 @@ def run(
         "kv_blocks_per_replica": deployment.num_blocks,
         "kv_tokens_per_replica": deployment.kv_capacity_tokens,
         "execution": deployment.execution.describe(),
-        "steps": sum(r.num_steps for r in replicas),
-        "extrapolated_steps": sum(r.num_extrapolated_steps for r in replicas),
-        "preemptions": sum(s.num_preemptions for s in seqs),
-        "clipped_prompts": workload.clipped_prompts,
-        "clipped_outputs": workload.clipped_outputs,
-        "simulated_time_s": end,
-        "unfinished_at_end": sum(s.status is not SeqStatus.FINISHED for s in seqs),
-        "wall_time_s": round(time.perf_counter() - started, 3),
+        **run_counts(replicas, seqs, workload, end, started),
     }
     if scaling is not None:
         info["autoscaling"] = scaling
