@@ -12,6 +12,7 @@ from collections.abc import Sequence as SequenceOf
 
 import torch
 
+from backend.cpu_allocator import keep_large_buffers_in_heap
 from backend.device import dtype_name, resolve_device, resolve_dtype
 from backend.model import Llama, StepBatch, build_model
 from backend.quant import quantize_int8, weight_bytes
@@ -75,6 +76,8 @@ class ModelRunner:
         self.spec: ModelSpec = self.model.spec
         self.device: torch.device = self.model.device
         self.dtype: torch.dtype = self.model.dtype
+        if self.device.type == "cpu":
+            keep_large_buffers_in_heap()
         self.block_size = block_size
         if num_blocks is None:
             num_blocks = self._blocks_for_budget(kv_cache_gb)

@@ -40,6 +40,33 @@ def run_profile(args) -> int:
     return 0
 
 
+def _with_served_steps(profile_csv: Path, steps_csvs: list[str], out: Path, model: str | None) -> Path:
+    """The profile's points plus the engine steps of served runs, as one measurements CSV next to `out`."""
+    import pandas as pd
+
+    from calibration.measurements import load_measurements
+    from calibration.served_steps import steps_to_measurements
+
+    meta = load_measurements(profile_csv).meta
+    frames = []
+    for name in steps_csvs:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"--served-steps: {path} not found (the engine_steps.csv that llmsim validate writes)")
+        frame = pd.read_csv(path)
+        missing = {"new_tokens", "cached_tokens", "execute_s"} - set(frame.columns)
+        if missing:
+            raise ConfigError(f"--served-steps: {path} has no column {', '.join(sorted(missing))}; "
+                              "expected the engine_steps.csv that llmsim validate writes")  # fmt: skip
+        frames.append(frame)
+    merged = steps_to_measurements(
+        frames, out.with_name(out.stem + "-served.csv"), model=model or meta.get("model"),
+        dtype=meta.get("dtype"), device=meta.get("device", "cpu"), threads=meta.get("threads"), profile=profile_csv,
+    )  # fmt: skip
+    print(f"fitting {profile_csv} with the engine steps of {len(frames)} served run(s): {merged}")
+    return merged
+
+
 def run_calibrate(args) -> int:
     from calibration.fit import calibrate, residual_plot_path
     from calibration.fit_report import print_fit
@@ -58,6 +85,8 @@ def run_calibrate(args) -> int:
         measured = load_calibration(source_path)
     else:
         out = None if args.transfer_to else Path(args.out or source_path.with_suffix(".yaml"))
+        if args.served_steps:
+            source_path = _with_served_steps(source_path, args.served_steps, out or source_path, args.model)
         measured, _, _ = calibrate(source_path, out, model=args.model, hardware=args.hardware, dtype=args.dtype,
                                    folds=args.folds)  # fmt: skip
         print_fit(measured)

@@ -333,6 +333,9 @@ def _add_calibration_parsers(sub) -> None:
                    help="carry the fit's efficiencies to this catalog GPU (provenance: transferred)")
     p.add_argument("--target-model", default=None, help="with --transfer-to: another catalog model")
     p.add_argument("--target-dtype", default="bf16", help="with --transfer-to: dtype on the target (default bf16)")
+    p.add_argument("--served-steps", nargs="+", default=None, metavar="ENGINE_STEPS_CSV",
+                   help="add the engine steps of served workloads (engine_steps.csv of llmsim validate) to the "
+                   "profile's points, so the fit weighs the shapes serving runs")
     p.add_argument("--from-bench", nargs="+", default=None, metavar="RESULTS_DIR",
                    help="fit `llmsim bench` results of any OpenAI-compatible server instead of a profile "
                    "(with --model and --hardware; --dtype default fp16)")

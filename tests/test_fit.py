@@ -310,3 +310,36 @@ def test_shipped_calibrations_state_their_provenance(path):
         assert cal.fitted.fit_error["heldout_mape_percent"]["all"] is not None
     else:
         assert cal.source["references"]
+
+
+def test_served_steps_pull_the_fit_towards_the_shapes_serving_runs(tmp_path, capsys):
+    """Decode steps of 4 rows that run 30% slower than the profile's trend (as the CPU engine's
+    matrix-vector path does): adding them as served steps moves the fit's prediction towards them."""
+    profile = synthetic_csv(tmp_path / "profile.csv")
+    rng = np.random.default_rng(1)
+    steps = []
+    for _ in range(300):
+        cached = rng.integers(200, 600, size=4)
+        t = predict(TRUE.vector(), WORK, StepFeatures.of(np.ones((1, 4), int), cached[None, :]))[0] * 1.3
+        steps.append({"new_tokens": "1 1 1 1", "cached_tokens": " ".join(map(str, cached)), "execute_s": t})
+    served = tmp_path / "engine_steps.csv"
+    pd.DataFrame(steps).to_csv(served, index=False)
+
+    assert main(["calibrate", str(profile), "--out", str(tmp_path / "plain.yaml")]) == 0
+    assert main(["calibrate", str(profile), "--served-steps", str(served), "--out", str(tmp_path / "mix.yaml")]) == 0
+    merged = load_measurements(tmp_path / "mix-served.csv")
+    assert len(merged.frame) == len(load_measurements(profile).frame) + len(steps)
+
+    new, cached = np.ones((1, 4), int), np.full((1, 4), 400)
+    truth = predict(TRUE.vector(), WORK, StepFeatures.of(new, cached))[0] * 1.3
+    errors = {}
+    for name in ("plain", "mix"):
+        cal = load_calibration(tmp_path / f"{name}.yaml")
+        errors[name] = abs(predict(cal.fitted.coefficients.vector(), WORK, StepFeatures.of(new, cached))[0] / truth - 1)
+    assert errors["plain"] > 0.15 and errors["mix"] < errors["plain"] / 2, errors
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("new_tokens,seconds\n1,0.1\n")
+    capsys.readouterr()
+    assert main(["calibrate", str(profile), "--served-steps", str(bad), "--out", str(tmp_path / "b.yaml")]) == 2
+    assert "cached_tokens" in capsys.readouterr().err and not (tmp_path / "b.yaml").exists()
