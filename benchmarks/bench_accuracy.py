@@ -99,6 +99,7 @@ def row(policy: str, load: str, calibration: str, result, elapsed: float) -> dic
     for label, key in METRICS:
         for stat in ("p50", "p90"):
             out[f"{key}_{stat}_err"] = np.nan if saturated else float(table.loc[(label, stat), "error"])
+        out[f"{key}_paired_err"] = np.nan if saturated else float(table.loc[(label, "paired p50"), "error"])
     out["throughput_err"] = float(table.loc[("output tok/s", "rate"), "error"])
     out["measured_tok_s"] = float(table.loc[("output tok/s", "rate"), "measured"])
     for kind in ("prefill", "decode"):  # the step-time model's own error on this run's steps
@@ -115,9 +116,10 @@ def row(policy: str, load: str, calibration: str, result, elapsed: float) -> dic
 
 def markdown(frame: pd.DataFrame) -> str:
     errors = [f"{k}_{s}_err" for _, k in METRICS for s in ("p50", "p90")] + \
-        ["throughput_err", "prefill_step_err", "decode_step_err"]
+        [f"{k}_paired_err" for _, k in METRICS] + ["throughput_err", "prefill_step_err", "decode_step_err"]
     head = ["policy", "load", "calibration", "req/s", "TTFT p50", "TTFT p90", "TPOT p50", "TPOT p90", "E2E p50",
-            "E2E p90", "output tok/s", "prefill steps", "decode steps", "targets met", "load avg"]
+            "E2E p90", "paired TTFT", "paired TPOT", "paired E2E", "output tok/s", "prefill steps", "decode steps",
+            "targets met", "load avg"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         cells = [r.policy, r.load, r.calibration, "-" if r.load == "saturated" else f"{r.rate_rps:.2f}"]

@@ -5,6 +5,11 @@ number compared has one definition. The relative error of a statistic is simulat
 A statistic passes when its relative error is within the tolerance of its kind (mean, p50, p90,
 p99, throughput) or, for latencies, when the absolute difference is within `abs_ms`: a 0.3 ms
 miss on a 2 ms TTFT is timer noise, not a modelling error.
+
+Both runs serve the same requests, so each simulated request can also be set against its measured
+twin: the "paired p50" row is the median over requests of simulated / measured - 1. It is reported,
+not checked. A quantile of a few dozen requests moves with whichever request lands on it, while
+the paired median shows the systematic error of the model.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from simulator.plots import overlay_cdfs
 from simulator.results import Results
 
 LATENCIES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2e": "E2E"}
+PER_REQUEST = {"ttft": "ttft", "tpot": "tpot", "itl": "itl_mean", "e2e": "e2e"}  # requests.csv columns
+PAIRED = "paired p50"
 STATS = ("mean", "p50", "p90", "p99")
 THROUGHPUTS = {"output_tokens_per_s": "output tok/s", "requests_per_s": "requests/s"}
 
@@ -83,12 +90,23 @@ def compare(measured: Results, simulated: Results, tolerances: Tolerances = Tole
         for stat in STATS:
             rows.append(_row(label, stat, m["latency_s"][metric][stat], s["latency_s"][metric][stat],
                              tolerances.for_stat(stat), tolerances.abs_ms, scale=1000.0))
+        rows.append({"metric": label, "stat": PAIRED, "measured": None, "simulated": None,
+                     "error": paired_median_error(measured, simulated, PER_REQUEST[metric]),
+                     "tolerance": None, "ok": None})  # fmt: skip
     for key, label in THROUGHPUTS.items():
         rows.append(_row(label, "rate", m["throughput"][key], s["throughput"][key],
                          tolerances.throughput, 0.0, scale=1.0))
     table = pd.DataFrame(rows)
     checked = table["ok"].dropna()
     return Comparison(table, bool(checked.all()) if len(checked) else False, tolerances)
+
+
+def paired_median_error(measured: Results, simulated: Results, column: str) -> float | None:
+    """Median over the requests both runs completed of simulated / measured - 1."""
+    real = measured.requests.set_index("id")[column]
+    sim = simulated.requests.set_index("id")[column]
+    ratio = (sim / real).replace([np.inf, -np.inf], np.nan).dropna()  # aligned on request id
+    return float(ratio.median() - 1.0) if len(ratio) else None
 
 
 def _row(metric: str, stat: str, real, sim, tol: float | None, abs_ms: float, scale: float) -> dict:

@@ -29,6 +29,9 @@ from simulator.specs import get_model
 LONG_STEP_S = 0.005  # the accuracy target applies to steps longer than this
 TARGET_MAPE = 5.0
 MAX_KNEE_SHARPNESS = 16.0
+# Where padded decode attention may leave the caches: the fit starts in the middle
+DEFAULT_CACHE_TOKENS = 16384.0
+MIN_CACHE_TOKENS, MAX_CACHE_TOKENS = 1024.0, 1048576.0
 
 
 def _subset(f: StepFeatures, index) -> StepFeatures:
@@ -57,6 +60,8 @@ def initial_guess(f: StepFeatures, times: np.ndarray, work: StepWork, meta: dict
             work.kv_bytes_per_token / bandwidth,
             1.0,
             4.0,
+            0.0,
+            DEFAULT_CACHE_TOKENS,
         ]
     )
 
@@ -82,10 +87,12 @@ def fit_coefficients(f: StepFeatures, times: np.ndarray, work: StepWork, x0: np.
             x0[7],
             1.0,
             1.0,
+            x0[7] if x0[7] > 0 else work.kv_bytes_per_token / x0[3],
+            DEFAULT_CACHE_TOKENS,
         ]
     )
-    lower = np.array([0, 0, 0, 1e-3, 1e-3, 0, 0, 0, 0.2, 1.0])
-    upper = np.array([np.inf] * 8 + [2.0, MAX_KNEE_SHARPNESS])
+    lower = np.array([0, 0, 0, 1e-3, 1e-3, 0, 0, 0, 0.2, 1.0, 0, MIN_CACHE_TOKENS / DEFAULT_CACHE_TOKENS])
+    upper = np.array([np.inf] * 8 + [2.0, MAX_KNEE_SHARPNESS, np.inf, MAX_CACHE_TOKENS / DEFAULT_CACHE_TOKENS])
 
     def residuals(z):
         return predict(z * scale, work, f) / times - 1.0

@@ -233,7 +233,11 @@ def fit(obs: BenchObservations, work: StepWork, prior: Coefficients) -> BenchFit
     scale = np.where(base > 0, base, 1e-6)  # fit x = coefficient / scale, all of order one
     is_ttft = (obs.kinds == "ttft").astype(float)
     positive = {"weight_bandwidth", "matmul_flops"}
-    fixed = {"knee_sharpness": "the bend between memory- and compute-bound steps is invisible from outside"}
+    fixed = {
+        "knee_sharpness": "the bend between memory- and compute-bound steps is invisible from outside",
+        "decode_spill_s_per_token": "a cache effect of single steps, invisible in sums of steps; none",
+        "attention_cache_tokens": "no spill term",
+    }
     x_all = base / scale  # every coefficient, scaled; fixed ones stay at their prior
     offset_ms = 0.0
 

@@ -1,6 +1,6 @@
 """A step-time model fitted to measurements of a real engine (`llmsim calibrate` writes its numbers).
 
-The shape is physical, so that ten coefficients describe a device and a model well enough to
+The shape is physical, so that a dozen coefficients describe a device and a model well enough to
 predict steps that were never measured:
 
     step = overhead_s + overhead_per_sequence_s x seqs + overhead_per_token_s x tokens
@@ -9,6 +9,7 @@ predict steps that were never measured:
          + prefill_attention_s_per_pair  x  sum over prefill rows of new x (cached + (new + 1) / 2)
          + decode_attention_s_per_token  x  sum over decode rows of (cached + 1)
          + decode_padding_s_per_token    x  (decode rows x longest decode context - that sum)
+         + decode_spill_s_per_token      x  hinge(decode rows x longest decode context - attention_cache_tokens)
 
 smax(a, b) = (a^p + b^p)^(1/p), p = knee_sharpness: a linear layer streams its weights once per
 step (memory-bound at small batches) or multiplies every token through them (compute-bound at
@@ -16,7 +17,12 @@ large ones); the smooth maximum bends between the two as real kernels do. A step
 runs matrix-vector kernels, which stream weights at their own speed: its weight-read times are
 scaled by one_token_read_factor (about 0.75 on the CPU backend). A row with one new token
 is a decode; the padding term prices engines whose batched decode attention pads every row to the
-longest context (the CPU backend does; paged GPU kernels fit it to about zero).
+longest context (the CPU backend does; paged GPU kernels fit it to about zero). The spill term
+prices a batched decode attention whose padded K/V working set outgrows the processor's caches:
+past attention_cache_tokens padded slots per step each further slot costs more (on the CPU
+backend about twice as much past 14k slots for llama-20m, 1.5x past 6k for llama-100m); hinge is
+a smooth max(0, x). Calibrations without it (GPU
+fits, older files) have decode_spill_s_per_token = 0.
 
 Coefficients carry physical units (bytes/s, FLOP/s, seconds), so a fit can be read as achieved
 bandwidth and compute, and transferred to other hardware (calibration/transfer.py).
@@ -51,6 +57,12 @@ class Coefficients(_Strict):
         1.0, gt=0, description="weight-read time of one-token steps relative to larger ones"
     )
     knee_sharpness: float = Field(..., ge=1, description="p of the smooth maximum; large p is a sharp knee")
+    decode_spill_s_per_token: float = Field(
+        0.0, ge=0, description="extra per padded decode KV slot past attention_cache_tokens"
+    )
+    attention_cache_tokens: float = Field(
+        16384.0, gt=0, description="padded decode KV slots per step past which attention leaves the caches"
+    )
 
     @classmethod
     def names(cls) -> list[str]:
@@ -136,9 +148,15 @@ def smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
     return np.where(top > 0, safe * ((a / safe) ** p + (b / safe) ** p) ** (1.0 / p), 0.0)
 
 
+def soft_hinge(x: np.ndarray, knee: float) -> np.ndarray:
+    """A smooth max(0, x - knee), bending over about a quarter of the knee on either side."""
+    width = knee / 8.0
+    return width * np.logaddexp(0.0, (x - knee) / width)
+
+
 def predict(coefficients: np.ndarray, work: StepWork, f: StepFeatures) -> np.ndarray:
     """Seconds per step for a coefficient vector in `Coefficients.names()` order."""
-    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, one_token, p = coefficients
+    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, one_token, p, a_spill, cache = coefficients
     read = np.where(f.tokens == 1, one_token, 1.0) / bandwidth
     linear = smooth_max(
         read * work.layer_weight_bytes,
@@ -160,6 +178,9 @@ def predict(coefficients: np.ndarray, work: StepWork, f: StepFeatures) -> np.nda
         + a_dec * f.decode_tokens
         + a_pad * f.decode_padding
     )
+    if a_spill > 0:
+        padded = f.decode_tokens + f.decode_padding
+        total = total + a_spill * np.where(padded > 0, soft_hinge(padded, cache), 0.0)
     return np.where(f.tokens > 0, total, 0.0)
 
 

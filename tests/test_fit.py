@@ -45,6 +45,8 @@ TRUE = Coefficients(
     decode_padding_s_per_token=WORK.kv_bytes_per_token / 20e9,
     one_token_read_factor=0.75,
     knee_sharpness=4.0,
+    decode_spill_s_per_token=WORK.kv_bytes_per_token / 30e9,
+    attention_cache_tokens=12000.0,
 )
 PEAKS = {"measured_memory_bandwidth": 40e9, "measured_matmul_flops": 250e9}
 
@@ -91,6 +93,8 @@ def test_fit_recovers_known_coefficients(fitted):
         "decode_attention_s_per_token",
         "decode_padding_s_per_token",
         "one_token_read_factor",
+        "decode_spill_s_per_token",
+        "attention_cache_tokens",
     ):
         assert getattr(got, name) == pytest.approx(getattr(TRUE, name), rel=0.1), name
     # per-token overhead and compute-bound matmuls trade off; their sum is what the data fixes

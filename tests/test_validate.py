@@ -40,6 +40,20 @@ def test_a_simulator_8_percent_slow_fails_p50_at_5_percent_but_passes_at_10():
     assert compare(real, sim, Tolerances(mean=0.1, p50=0.1, p90=0.1, throughput=0.1)).passed
 
 
+def test_paired_median_sets_each_request_against_its_twin():
+    def run(shift: int) -> Results:  # request i gets the TTFT of request i + shift
+        n = 40
+        records = [RequestRecord(i, "c", 0.1 * i, 100, 0.1 * i + 0.020 * (1 + (i + shift) % n / n) + 0.005 * np.arange(5),
+                                 "ok") for i in range(n)]  # fmt: skip
+        return Results(summarize(records), records, None, {})
+
+    table = compare(run(0), run(1)).table.set_index(["metric", "stat"])["error"]
+    assert table[("TTFT", "p50")] == pytest.approx(0.0, abs=1e-9)  # the same distribution
+    assert table[("TTFT", "paired p50")] == pytest.approx(0.025 / 1.5, rel=0.05)  # each request 1/n x 20 ms late
+    assert compare(results(), results(scale=1.08)).table.set_index(["metric", "stat"])["error"][
+        ("E2E", "paired p50")] == pytest.approx(0.08)
+
+
 def test_absolute_slack_forgives_sub_millisecond_misses():
     real, sim = results(), results(scale=1.02)  # TTFT 20 ms -> 20.4 ms, 2% off
     tol = Tolerances(mean=None, p50=0.01, p90=None, throughput=None, abs_ms=0.5)
@@ -64,11 +78,11 @@ CPU = {"name": "cpu-host", "memory_gib": 16, "memory_bandwidth_gbps": 20, "tflop
        "interconnect_gbps": 10}
 
 
-def cpu_scenario(rate, n, calibration=None, policy="vllm"):
+def cpu_scenario(rate, n, calibration=None, policy="vllm", **scheduler):
     data = {
         "name": "tiny-cpu", "seed": 5, "model": "llama-20m", "hardware": CPU,
         "deployment": {"weight_dtype": "fp32", "kv_dtype": "fp32"},
-        "scheduler": {"policy": policy, "max_num_seqs": 32},
+        "scheduler": {"policy": policy, "max_num_seqs": 32, **scheduler},
         "workload": {"arrival": {"process": "poisson", "rate": rate}, "num_requests": n,
                      "classes": [{"name": "c", "prompt_tokens": {"dist": "uniform", "low": 16, "high": 320},
                                   "output_tokens": {"dist": "uniform", "low": 8, "high": 48}}]},
@@ -78,7 +92,7 @@ def cpu_scenario(rate, n, calibration=None, policy="vllm"):
     return parse_scenario(data)
 
 
-def calibrate_on_engine_steps(tmp_path):
+def calibrate_on_engine_steps(tmp_path, **scheduler):
     """A calibration fitted to the engine's own step records of a run like the validated one, on
     this machine, now: the validation below then checks the sim-vs-real machinery (scheduler
     replay, capacity, host overhead, timestamps), not how busy the machine was when a shipped
@@ -88,7 +102,7 @@ def calibrate_on_engine_steps(tmp_path):
     from simulator.calibration_file import Calibration, FittedSection
     from simulator.fitted import Coefficients, MeasuredRange, StepFeatures, StepWork
 
-    scenario = cpu_scenario(rate=8.0, n=50)  # the validated load, other requests (seed 1, not 5)
+    scenario = cpu_scenario(rate=8.0, n=50, **scheduler)  # the validated load, other requests (seed 1, not 5)
     engine = build_engine(scenario)
     warm_up(engine)
     steps = replay(engine, generate(scenario.workload, seed=1, max_context=2048), progress=False).steps
@@ -108,21 +122,29 @@ def calibrate_on_engine_steps(tmp_path):
     return path
 
 
-def test_short_validation_on_the_engine(tmp_path):
+@pytest.mark.parametrize("scheduler", [{"policy": "vllm"}, {"policy": "sarathi", "chunk_size": 64}],
+                         ids=["vllm", "chunked-prefill"])
+def test_short_validation_on_the_engine(tmp_path, scheduler):
     torch = pytest.importorskip("torch")
     from calibration.validate import validate
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # steadier timings on a shared machine
     try:
-        calibration = calibrate_on_engine_steps(tmp_path)
-        result = validate(cpu_scenario(rate=8.0, n=40, calibration=calibration), threads=1, progress=False,
+        calibration = calibrate_on_engine_steps(tmp_path, **scheduler)
+        result = validate(cpu_scenario(rate=8.0, n=40, calibration=calibration, **scheduler), threads=1,
+                          progress=False,
                           tolerances=Tolerances(mean=None, p50=0.25, p90=None, throughput=None, abs_ms=1.0))
     finally:
         torch.set_num_threads(threads)
     table = result.comparison.table.set_index(["metric", "stat"])
     print(table)
     assert result.measured.summary.completed == 40 == result.simulated.summary.completed
+    if scheduler["policy"] == "sarathi":  # prompts went in pieces of at most 64 tokens, on both sides
+        pieces = [n for row in result.steps.new_tokens for n in map(int, str(row).split())]
+        assert max(pieces) <= 64 and max(result.steps.num_batched_tokens) <= 64
+        assert any(int(c) > 0 and int(n) > 1 for row_n, row_c in zip(result.steps.new_tokens, result.steps.cached_tokens)
+                   for n, c in zip(str(row_n).split(), str(row_c).split()))
     for metric in ("TTFT", "TPOT", "E2E"):
         assert abs(table.loc[(metric, "p50"), "error"]) <= 0.25, metric
     # the simulator ran with the engine's capacity and scheduler settings, and says so
