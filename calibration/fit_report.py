@@ -83,5 +83,15 @@ def print_fit(cal, console: Console | None = None) -> None:
         f"measured range: up to {r.max_batched_tokens} tokens and {r.max_num_seqs} sequences per step, "
         f"contexts up to {r.max_context}, {r.max_kv_tokens} KV tokens per step"
     )
+    spill = err.get("spill_term")
+    if spill:
+        held = f"held-out MAPE {spill['heldout_mape_percent_with']}% with it, {spill['heldout_mape_percent_without']}% without"
+        if spill["used"]:
+            console.print(
+                f"decode attention spill: +{c.decode_spill_s_per_token * 1e9:.0f} ns per padded KV slot past "
+                f"{c.attention_cache_tokens:,.0f} slots per step ({held})"
+            )
+        else:
+            console.print(f"decode attention spill term: not used ({held})")
     verdict = "met" if err["target_met"] else "NOT met"
     console.print(f"target ({err['target']}): {verdict}")
