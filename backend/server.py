@@ -183,14 +183,7 @@ def create_app(server: Server) -> FastAPI:
         server.check_model(body.model)
         body.check_supported()
         ids = server.prompt_ids(body.prompt)
-        max_tokens = body.max_tokens or DEFAULT_COMPLETION_TOKENS
-        server.check_length(len(ids), max_tokens, "max_tokens")
-        handle = server.submit(body, ids, max_tokens)
-        reply = _Reply(server, "completion", len(ids))
-        if body.stream:
-            usage = body.stream_options is not None and body.stream_options.include_usage
-            return _sse(reply.stream(server.events(handle), usage))
-        return await reply.collect(server.events(handle, request))
+        return await _respond(server, "completion", body, ids, body.max_tokens or DEFAULT_COMPLETION_TOKENS, request)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
     async def chat(body: ChatRequest, request: Request):
@@ -198,18 +191,23 @@ def create_app(server: Server) -> FastAPI:
         body.check_supported()
         ids = server.tokenizer.encode_chat([(m.role, m.text()) for m in body.messages])
         max_tokens = body.max_completion_tokens or body.max_tokens or max(1, server.engine.max_model_len - len(ids))
-        server.check_length(len(ids), max_tokens, "max_tokens")
-        handle = server.submit(body, ids, max_tokens)
-        reply = _Reply(server, "chat", len(ids))
-        if body.stream:
-            usage = body.stream_options is not None and body.stream_options.include_usage
-            return _sse(reply.stream(server.events(handle), usage))
-        return await reply.collect(server.events(handle, request))
+        return await _respond(server, "chat", body, ids, max_tokens, request)
 
     return app
 
 
 # --- responses -------------------------------------------------------------------------------
+
+
+async def _respond(server: Server, kind: str, body, ids: list[int], max_tokens: int, request: Request):
+    """Queue a checked request on the engine; stream its tokens as SSE or return them whole."""
+    server.check_length(len(ids), max_tokens, "max_tokens")
+    handle = server.submit(body, ids, max_tokens)
+    reply = _Reply(server, kind, len(ids))
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return _sse(reply.stream(server.events(handle), usage))
+    return await reply.collect(server.events(handle, request))
 
 
 def _sse(chunks: AsyncIterator[dict | str]) -> StreamingResponse:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, field_validator
 
 from simulator import specs
+from simulator.errors import unknown_choice
 from simulator.routing import ROUTERS
 from simulator.scheduling import POLICIES
 
@@ -58,14 +59,14 @@ class PoolConfig(BaseModel):
     @classmethod
     def _known_policy(cls, value):
         if value is not None and value not in POLICIES:
-            raise ValueError(f"unknown policy {value!r}; allowed: {', '.join(sorted(POLICIES))}")
+            raise ValueError(unknown_choice("policy", value, POLICIES))
         return value
 
     @field_validator("router")
     @classmethod
     def _known_router(cls, value):
         if value is not None and value not in ROUTERS:
-            raise ValueError(f"unknown router {value!r}; allowed: {', '.join(sorted(ROUTERS))}")
+            raise ValueError(unknown_choice("router", value, ROUTERS))
         return value
 
 

@@ -9,6 +9,11 @@ class ConfigError(ValueError):
     """A mistake in user input (scenario, catalog entry, trace, calibration file)."""
 
 
+def unknown_choice(what: str, value, allowed) -> str:
+    """The message for a name that is not among the allowed ones, listing them."""
+    return f"unknown {what} {value!r}; allowed: {', '.join(sorted(allowed))}"
+
+
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
     """The mapping a user's YAML file holds; `what` ("scenario", "calibration") names it in errors."""
     path = Path(path)

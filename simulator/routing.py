@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from simulator.errors import ConfigError
+from simulator.errors import ConfigError, unknown_choice
 
 
 class ReplicaView(Protocol):
@@ -144,4 +144,4 @@ def make_router(name: str, num_replicas: int, rng: np.random.Generator) -> Route
     try:
         return ROUTERS[name](num_replicas, rng)
     except KeyError:
-        raise ConfigError(f"router: unknown router {name!r}; allowed: {', '.join(sorted(ROUTERS))}") from None
+        raise ConfigError(f"router: {unknown_choice('router', name, ROUTERS)}") from None

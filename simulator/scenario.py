@@ -23,7 +23,7 @@ from pydantic import (
 from simulator import specs
 from simulator.autoscaling import AutoscalingConfig
 from simulator.disaggregation_spec import DisaggregationConfig, pool_scenario
-from simulator.errors import ConfigError, read_yaml_mapping
+from simulator.errors import ConfigError, read_yaml_mapping, unknown_choice
 from simulator.objectives import SLOTarget
 from simulator.plan_spec import PlanConfig
 from simulator.routing import ROUTERS
@@ -121,14 +121,14 @@ class Scenario(_Strict):
     @classmethod
     def _known_policy(cls, value: SchedulerConfig) -> SchedulerConfig:
         if value.policy not in POLICIES:
-            raise ValueError(f"unknown policy {value.policy!r}; allowed: {', '.join(sorted(POLICIES))}")
+            raise ValueError(unknown_choice("policy", value.policy, POLICIES))
         return value
 
     @field_validator("router")
     @classmethod
     def _known_router(cls, value: str) -> str:
         if value not in ROUTERS:
-            raise ValueError(f"unknown router {value!r}; allowed: {', '.join(sorted(ROUTERS))}")
+            raise ValueError(unknown_choice("router", value, ROUTERS))
         return value
 
     @model_validator(mode="after")

@@ -1,6 +1,6 @@
 """Batching policies and the KV block manager: plain Python, shared by simulator and engine."""
 
-from simulator.errors import ConfigError
+from simulator.errors import ConfigError, unknown_choice
 from simulator.scheduling.base import Scheduler, Step
 from simulator.scheduling.config import SchedulerConfig
 from simulator.scheduling.kv_blocks import BlockManager
@@ -46,9 +46,7 @@ def make_scheduler(
     try:
         cls = POLICIES[config.policy]
     except KeyError:
-        raise ConfigError(
-            f"scheduler.policy: unknown policy {config.policy!r}; allowed: {', '.join(sorted(POLICIES))}"
-        ) from None
+        raise ConfigError(f"scheduler.policy: {unknown_choice('policy', config.policy, POLICIES)}") from None
     return cls(config, blocks, max_model_len, num_host_blocks)
 
 
