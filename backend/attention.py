@@ -20,6 +20,7 @@ from itertools import chain
 import torch
 import torch.nn.functional as F
 
+from backend import native
 from backend.kv_cache import PagedKVCache
 
 
@@ -81,6 +82,7 @@ class StepMetadata:
     decode_rows: slice | torch.Tensor | None  # rows of single-token sequences, None if there are none
     decode_blocks: torch.Tensor | None  # [B, max_blocks] padded block tables of those sequences
     decode_mask: torch.Tensor | None  # [B, 1, 1, max_blocks * block_size] bool, True where a key exists
+    decode_lengths: torch.Tensor | None  # [B] keys of each of those sequences, the new token's included
     prefills: list[PrefillChunk]
 
     @property
@@ -103,6 +105,8 @@ def prepare_step(batch: StepBatch, block_size: int, device: torch.device) -> Ste
             )
         needed.append(blocks)
     num_tokens = sum(counts)
+    if num_tokens == len(counts):
+        return _prepare_decode(batch, needed, block_size, device)
     width = max(needed)
     tables = torch.tensor([list(t[:b]) + [0] * (width - b) for t, b in zip(batch.block_tables, needed)])
 
@@ -110,16 +114,12 @@ def prepare_step(batch: StepBatch, block_size: int, device: torch.device) -> Ste
     cached_t = torch.tensor(batch.cached_tokens)
     ends = torch.cumsum(counts_t, 0)
     starts = ends - counts_t
-    if num_tokens == len(counts):  # decode only: one token per sequence
-        seq_of_token = torch.arange(len(counts))
-        positions = cached_t
-    else:
-        seq_of_token = torch.repeat_interleave(torch.arange(len(counts)), counts_t)
-        positions = cached_t[seq_of_token] + torch.arange(num_tokens) - starts[seq_of_token]
+    seq_of_token = torch.repeat_interleave(torch.arange(len(counts)), counts_t)
+    positions = cached_t[seq_of_token] + torch.arange(num_tokens) - starts[seq_of_token]
     slots = tables[seq_of_token, positions // block_size] * block_size + positions % block_size
 
     decode = [i for i, n in enumerate(counts) if n == 1]
-    decode_rows = decode_blocks = decode_mask = None
+    decode_rows = decode_blocks = decode_mask = decode_lengths = None
     if decode:
         rows = starts[decode]
         contiguous = int(rows[-1] - rows[0]) == len(decode) - 1
@@ -127,6 +127,7 @@ def prepare_step(batch: StepBatch, block_size: int, device: torch.device) -> Ste
         dec_width = max(needed[i] for i in decode)
         decode_blocks = tables[decode, :dec_width].to(device)
         lengths = cached_t[decode] + 1
+        decode_lengths = lengths.to(device)
         decode_mask = torch.arange(dec_width * block_size) < lengths[:, None]
         decode_mask = decode_mask[:, None, None, :].to(device)
 
@@ -151,7 +152,32 @@ def prepare_step(batch: StepBatch, block_size: int, device: torch.device) -> Ste
         decode_rows=decode_rows,
         decode_blocks=decode_blocks,
         decode_mask=decode_mask,
+        decode_lengths=decode_lengths,
         prefills=prefills,
+    )
+
+
+def _prepare_decode(
+    batch: StepBatch, needed: list[int], block_size: int, device: torch.device
+) -> StepMetadata:
+    """prepare_step for a step of decodes only (one new token per sequence), from Python lists:
+    the common step, and at batch 1 its index tensors otherwise cost as much as its attention."""
+    num_seqs, cached = batch.num_seqs, batch.cached_tokens
+    width = max(needed)
+    tables = [list(t[:b]) + [0] * (width - b) for t, b in zip(batch.block_tables, needed)]
+    slots = [t[c // block_size] * block_size + c % block_size for t, c in zip(tables, cached)]
+    lengths = torch.tensor(cached) + 1
+    mask = torch.arange(width * block_size) < lengths[:, None]
+    return StepMetadata(
+        input_ids=torch.tensor([t[0] for t in batch.token_ids], device=device),
+        positions=torch.tensor(cached, device=device),
+        slot_mapping=torch.tensor(slots, device=device),
+        last_token_index=torch.arange(num_seqs, device=device),
+        decode_rows=slice(0, num_seqs),
+        decode_blocks=torch.tensor(tables, device=device),
+        decode_mask=mask[:, None, None, :].to(device),
+        decode_lengths=lengths.to(device),
+        prefills=[],
     )
 
 
@@ -189,7 +215,14 @@ def paged_attention(
 
 
 def _decode_attention(q: torch.Tensor, step: StepMetadata, kv: PagedKVCache, layer: int) -> torch.Tensor:
-    """Single-token queries [B, heads, d] against their padded cached contexts, in one batched call."""
+    """Single-token queries [B, heads, d] against their cached contexts, in one batched call."""
+    native_ok = (
+        q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] % native.HEAD_DIM_MULTIPLE == 0
+    )
+    if native_ok and native.available():
+        return native.paged_decode_attention(
+            q, kv.k[layer], kv.v[layer], step.decode_blocks, step.decode_lengths
+        )
     keys, values = kv.gather(layer, step.decode_blocks)  # [B, L, kv_heads, d]
     if q.device.type == "cpu" and q.dtype != torch.float32:
         # torch's CPU flash kernel is several times slower in bf16/fp16 than two plain matmuls here.

@@ -8,10 +8,14 @@ weights from a checkpoint's separate tensors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend import native
 from backend.attention import StepBatch, StepMetadata, paged_attention, prepare_step
 from backend.device import resolve_device, resolve_dtype
 from backend.kv_cache import PagedKVCache
@@ -25,9 +29,24 @@ __all__ = ["Llama", "StepBatch", "build_model", "linear"]
 _ONEDNN_FP32 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _native_fp32(x: torch.Tensor) -> bool:
+    """Whether a [rows, features] fp32 CPU tensor can take the native kernels."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 2 and native.available()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    if _ONEDNN_FP32 and x.dtype == torch.float32 and x.device.type == "cpu":
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
+    if x.dtype == torch.float32 and x.device.type == "cpu":
+        # Decode at batch 1-4 only reads the weight: the native kernel streams it faster.
+        if (
+            x.dim() == 2
+            and 0 < x.shape[0] <= native.MAX_ROWS
+            and weight.dtype == torch.float32
+            and weight.is_contiguous()
+            and native.available()
+        ):
+            return native.skinny_linear(x, weight, bias)
+        if _ONEDNN_FP32:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
     return F.linear(x, weight, bias)
 
 
@@ -43,10 +62,18 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _native_fp32(x):
+            return native.add_rms_norm(x.contiguous(), None, self.weight, self.eps)
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # Half precision: normalise in fp32, scale after rounding back (as the reference does).
         return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
+
+    def add_and_norm(self, residual: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """residual += delta, in place; return the normalised residual (one kernel where it can)."""
+        if _native_fp32(residual) and residual.is_contiguous():
+            return native.add_rms_norm(residual, delta, self.weight, self.eps)
+        return self(residual.add_(delta))
 
 
 def rope_tables(head_dim: int, max_positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +93,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, -1), sin)
 
 
+@dataclass
+class Rotary:
+    """A step's rotary embeddings: the model's fp32 tables and the new tokens' positions. The
+    per-token rows are gathered once per step, and only when a layer takes the torch path."""
+
+    cos_table: torch.Tensor  # [max_positions, head_dim]
+    sin_table: torch.Tensor
+    positions: torch.Tensor  # [T]
+    dtype: torch.dtype
+
+    @cached_property
+    def per_token(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [T, 1, head_dim] in the model's dtype."""
+        return (
+            self.cos_table[self.positions].unsqueeze(1).to(self.dtype),
+            self.sin_table[self.positions].unsqueeze(1).to(self.dtype),
+        )
+
+
 class Attention(nn.Module):
     def __init__(self, spec: ModelSpec, layer: int, dtype: torch.dtype):
         super().__init__()
@@ -75,13 +121,20 @@ class Attention(nn.Module):
         self.qkv_proj = Linear(spec.hidden_size, q_size + 2 * kv_size, bias=spec.attention_bias, dtype=dtype)
         self.o_proj = Linear(q_size, spec.hidden_size, bias=False, dtype=dtype)
 
-    def forward(self, x, step: StepMetadata, rope, kv: PagedKVCache) -> torch.Tensor:
+    def forward(self, x, step: StepMetadata, rope: Rotary, kv: PagedKVCache) -> torch.Tensor:
         t, h, hk, d = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
         qkv = self.qkv_proj(x)
-        qk = apply_rope(qkv[:, : (h + hk) * d].view(t, h + hk, d), *rope)
-        q, k = qk[:, :h], qk[:, h:]
         v = qkv[:, (h + hk) * d :].view(t, hk, d)
-        kv.write(self.layer, step.slot_mapping, k, v)
+        if _native_fp32(qkv):  # rotate q and k in place and store k and v: one kernel
+            native.rope_and_cache_(
+                qkv, h, hk, rope.positions, rope.cos_table, rope.sin_table, step.slot_mapping,
+                kv.k[self.layer], kv.v[self.layer],
+            )  # fmt: skip
+            q, k = qkv[:, : h * d].view(t, h, d), qkv[:, h * d : (h + hk) * d].view(t, hk, d)
+        else:
+            qk = apply_rope(qkv[:, : (h + hk) * d].view(t, h + hk, d), *rope.per_token)
+            q, k = qk[:, :h], qk[:, h:]
+            kv.write(self.layer, step.slot_mapping, k, v)
         out = paged_attention(q, k, v, step, kv, self.layer)
         return self.o_proj(out.reshape(t, h * d))
 
@@ -93,7 +146,10 @@ class MLP(nn.Module):
         self.down_proj = Linear(spec.intermediate_size, spec.hidden_size, bias=False, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if _native_fp32(gate_up):
+            return self.down_proj(native.silu_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -105,9 +161,10 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, dtype)
         self.mlp = MLP(spec, dtype)
 
-    def forward(self, x, step: StepMetadata, rope, kv: PagedKVCache) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), step, rope, kv)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, step: StepMetadata, rope: Rotary, kv: PagedKVCache) -> torch.Tensor:
+        """x is the residual stream: updated in place and returned."""
+        attended = self.self_attn(self.input_layernorm(x), step, rope, kv)
+        return x.add_(self.mlp(self.post_attention_layernorm.add_and_norm(x, attended)))
 
 
 class Llama(nn.Module):
@@ -167,10 +224,7 @@ class Llama(nn.Module):
         if longest > self.spec.max_context:
             raise ValueError(f"a sequence reaches {longest} tokens, past max_context {self.spec.max_context}")
         step = prepare_step(batch, kv.block_size, self.device)
-        rope = (
-            self.rope_cos[step.positions].unsqueeze(1).to(self.dtype),
-            self.rope_sin[step.positions].unsqueeze(1).to(self.dtype),
-        )
+        rope = Rotary(self.rope_cos, self.rope_sin, step.positions, self.dtype)
         x = self.embed_tokens(step.input_ids)
         for layer in self.layers:
             x = layer(x, step, rope, kv)
