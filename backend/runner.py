@@ -12,6 +12,7 @@ from collections.abc import Sequence as SequenceOf
 
 import torch
 
+from backend import native
 from backend.cpu_allocator import keep_large_buffers_in_heap
 from backend.device import dtype_name, resolve_device, resolve_dtype
 from backend.model import Llama, StepBatch, build_model
@@ -78,6 +79,7 @@ class ModelRunner:
         self.dtype: torch.dtype = self.model.dtype
         if self.device.type == "cpu":
             keep_large_buffers_in_heap()
+            native.library()  # compiled (once per machine) now rather than inside the first step
         self.block_size = block_size
         if num_blocks is None:
             num_blocks = self._blocks_for_budget(kv_cache_gb)
@@ -108,6 +110,13 @@ class ModelRunner:
         if self.spec.tie_embeddings:
             linear += self.model.embed_tokens.weight.nbytes
         return linear
+
+    @property
+    def matvec_max_tokens(self) -> int:
+        """Steps of at most this many new tokens run matrix-vector kernels (native on CPU in fp32)."""
+        if self.device.type == "cpu" and self.dtype == torch.float32 and native.available():
+            return native.MAX_ROWS
+        return 1
 
     def _blocks_for_budget(self, kv_cache_gb: float | None) -> int:
         if kv_cache_gb is not None and kv_cache_gb <= 0:

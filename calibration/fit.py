@@ -294,7 +294,8 @@ def calibrate(
                 "(e.g. h100-sxm), the name scenarios use for it"
             )
         hardware = "cpu-host"
-    work = StepWork.from_spec(spec, quantization or dtype, dtype)
+    # Profiles written before the native CPU kernels ran matrix-vector kernels on one-token steps only.
+    work = StepWork.from_spec(spec, quantization or dtype, dtype, int(meta.get("matvec_max_tokens", 1)))
     result = fit_measurements(m, work, folds)
     cal = calibration_from_fit(
         m, result, model=spec.name, hardware=hardware, dtype=dtype, quantization=quantization

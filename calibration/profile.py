@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from backend import native
 from backend.device import dtype_name
 from backend.runner import ModelRunner
 from calibration import peaks
@@ -183,6 +184,8 @@ def _profile(
         "gpu": torch.cuda.get_device_name(runner.device) if runner.device.type == "cuda" else None,
         "dtype": dtype_name(runner.dtype),
         "quantization": quantization,
+        "native_kernels": native.status() if runner.device.type == "cpu" else None,
+        "matvec_max_tokens": runner.matvec_max_tokens,
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "llmsim_version": _version(),

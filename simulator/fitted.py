@@ -13,9 +13,11 @@ predict steps that were never measured:
 
 smax(a, b) = (a^p + b^p)^(1/p), p = knee_sharpness: a linear layer streams its weights once per
 step (memory-bound at small batches) or multiplies every token through them (compute-bound at
-large ones); the smooth maximum bends between the two as real kernels do. A step of one token
-runs matrix-vector kernels, which stream weights at their own speed: its weight-read times are
-scaled by one_token_read_factor (about 0.75 on the CPU backend). A row with one new token
+large ones); the smooth maximum bends between the two as real kernels do. A step of at most
+work.matvec_max_tokens new tokens runs matrix-vector kernels, which stream weights at their own
+speed: its weight-read times are scaled by matvec_read_factor (the CPU backend's native kernels
+take steps of up to 4 tokens, at about half the time per byte of its larger matmuls; 1 token
+and about 0.75 before them). A row with one new token
 is a decode; the padding term prices engines whose batched decode attention pads every row to the
 longest context (the CPU backend does; paged GPU kernels fit it to about zero). The spill term
 prices a batched decode attention whose padded K/V working set outgrows the processor's caches:
@@ -33,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from simulator.specs import ModelSpec, dtype_bytes
 
@@ -53,8 +55,11 @@ class Coefficients(_Strict):
     prefill_attention_s_per_pair: float = Field(..., ge=0, description="per query-key pair of prefill rows")
     decode_attention_s_per_token: float = Field(..., ge=0, description="per KV token a decode row reads")
     decode_padding_s_per_token: float = Field(..., ge=0, description="per KV slot of decode padding")
-    one_token_read_factor: float = Field(
-        1.0, gt=0, description="weight-read time of one-token steps relative to larger ones"
+    matvec_read_factor: float = Field(
+        1.0,
+        gt=0,
+        description="weight-read time of steps of at most work.matvec_max_tokens tokens, relative to larger ones",
+        validation_alias=AliasChoices("matvec_read_factor", "one_token_read_factor"),  # the older name
     )
     knee_sharpness: float = Field(..., ge=1, description="p of the smooth maximum; large p is a sharp knee")
     decode_spill_s_per_token: float = Field(
@@ -85,9 +90,12 @@ class StepWork(_Strict):
     lm_head_flops_per_sequence: float = Field(..., gt=0)
     attention_flops_per_pair: float = Field(..., gt=0, description="QK^T and PV FLOPs per query-key pair")
     kv_bytes_per_token: float = Field(..., gt=0)
+    matvec_max_tokens: int = Field(
+        1, ge=1, description="the engine runs steps of at most this many new tokens with matrix-vector kernels"
+    )
 
     @classmethod
-    def from_spec(cls, model: ModelSpec, weight_dtype: str, kv_dtype: str) -> StepWork:
+    def from_spec(cls, model: ModelSpec, weight_dtype: str, kv_dtype: str, matvec_max_tokens: int = 1) -> StepWork:
         head_dtype = "fp16" if model.tie_embeddings else weight_dtype
         head_bytes = model.lm_head_params * dtype_bytes(head_dtype)
         return cls(
@@ -97,6 +105,7 @@ class StepWork(_Strict):
             lm_head_flops_per_sequence=model.lm_head_flops_per_token(),
             attention_flops_per_pair=model.attention_flops(1, 1),
             kv_bytes_per_token=model.kv_bytes_per_token(kv_dtype),
+            matvec_max_tokens=matvec_max_tokens,
         )
 
 
@@ -156,8 +165,8 @@ def soft_hinge(x: np.ndarray, knee: float) -> np.ndarray:
 
 def predict(coefficients: np.ndarray, work: StepWork, f: StepFeatures) -> np.ndarray:
     """Seconds per step for a coefficient vector in `Coefficients.names()` order."""
-    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, one_token, p, a_spill, cache = coefficients
-    read = np.where(f.tokens == 1, one_token, 1.0) / bandwidth
+    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, matvec, p, a_spill, cache = coefficients
+    read = np.where(f.tokens <= work.matvec_max_tokens, matvec, 1.0) / bandwidth
     linear = smooth_max(
         read * work.layer_weight_bytes,
         f.tokens * (work.layer_flops_per_token / flops),

@@ -43,7 +43,7 @@ TRUE = Coefficients(
     prefill_attention_s_per_pair=WORK.attention_flops_per_pair / 60e9,
     decode_attention_s_per_token=WORK.kv_bytes_per_token / 10e9,
     decode_padding_s_per_token=WORK.kv_bytes_per_token / 20e9,
-    one_token_read_factor=0.75,
+    matvec_read_factor=0.75,
     knee_sharpness=4.0,
     decode_spill_s_per_token=WORK.kv_bytes_per_token / 30e9,
     attention_cache_tokens=12000.0,
@@ -92,7 +92,7 @@ def test_fit_recovers_known_coefficients(fitted):
         "prefill_attention_s_per_pair",
         "decode_attention_s_per_token",
         "decode_padding_s_per_token",
-        "one_token_read_factor",
+        "matvec_read_factor",
         "decode_spill_s_per_token",
         "attention_cache_tokens",
     ):

@@ -176,10 +176,12 @@ SPEC = ModelSpec(
 
 def test_model_gives_the_same_logits_with_and_without_native_kernels(monkeypatch):
     """A prefill chunk after a cached prefix, decodes and a fresh prefill in one step, then a
-    decode-only step: the native path (every kernel used, counted) against torch's."""
+    decode-only step (the whole-layer kernel): the native path, every kernel used and counted,
+    against torch's."""
     model = build_model(SPEC, seed=2, std=0.15)
     used = {}
-    for name in ("skinny_linear", "paged_decode_attention", "add_rms_norm", "rope_and_cache_", "silu_mul"):
+    kernels = ("skinny_linear", "paged_decode_attention", "add_rms_norm", "rope_and_cache_", "silu_mul", "decode_layer_")
+    for name in kernels:
         original = getattr(native, name)
 
         def counted(*args, _original=original, _name=name, **kwargs):
@@ -199,13 +201,7 @@ def test_model_gives_the_same_logits_with_and_without_native_kernels(monkeypatch
         return torch.cat([first, mixed, decode])
 
     with_native = run()
-    assert set(used) == {
-        "skinny_linear",
-        "paged_decode_attention",
-        "add_rms_norm",
-        "rope_and_cache_",
-        "silu_mul",
-    }
+    assert set(used) == set(kernels)
     monkeypatch.setattr(native, "available", lambda: False)
     calls = sum(used.values())
     torch_only = run()

@@ -1,13 +1,23 @@
-/* CPU kernels for decode-sized work, where general-purpose libraries leave memory bandwidth unused.
+/* CPU kernels for decode-sized work, where general-purpose libraries leave memory bandwidth unused
+ * and per-op overheads add up.
  *
- * skinny_matmul: y[M, N] = x[M, K] @ w[N, K]^T for a few input rows M (decode at small batch).
- * Such a product is bound by reading w once; oneDNN's fp32 path streams a [N, K] weight at
- * 60-75% of the bandwidth a plain read reaches on the CPUs measured. Here each thread takes one
- * contiguous block of weight rows and reads it front to back, each weight vector loaded once and
- * used for all M inputs.
+ * A decode step at small batch reads every weight once and does little else. oneDNN's fp32 path
+ * streams a [N, K] weight at 60-75% of the bandwidth a plain read reaches on the CPUs measured,
+ * and torch spends some 25 small ops per layer around the matmuls (rotary, cache writes, a padded
+ * gather for attention, norms, SiLU). Here:
+ *
+ *   skinny_matmul           y = x @ w^T for 1-4 rows of x, weights read as one stream per thread
+ *   paged_decode_attention  one query per sequence against its paged keys and values, in place
+ *   add_rms_norm            residual += delta, then RMSNorm
+ *   rope_and_cache          rotary on q and k in place, k and v stored in their cache slots
+ *   silu_mul                silu(gate) * up
+ *   decode_layer            a whole Llama decoder layer for 1-4 decoding sequences: the above in
+ *                           one call and one thread team, phases separated by barriers
  *
  * Written with GCC vector extensions rather than intrinsics: compiled with -march=native, a
- * 16-float vector becomes one AVX-512 register or two AVX2 ones.
+ * 16-float vector becomes one AVX-512 register or two AVX2 ones. Every function that indexes the
+ * cache checks its block ids, slots and positions first and returns an error code instead of
+ * reading or writing out of bounds.
  */
 #include <math.h>
 #include <stdint.h>
@@ -17,14 +27,23 @@
 #include <omp.h>
 #endif
 
-typedef float vec __attribute__((vector_size(64)));
 #define LANES 16
+#define MAX_ROWS 4
+/* A head's keys are 1/kv_heads of each cache slot, so consecutive tokens are a slot apart: a
+ * stride the hardware prefetcher follows poorly. Asking for the row a few tokens ahead hides it. */
+#define PREFETCH_TOKENS 8
 
-static inline vec load(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+enum { OK = 0, ERR_ALLOC = -1, ERR_SHAPE = -2, ERR_RANGE = -3 };
 
+typedef float vec __attribute__((vector_size(64)));
 typedef int32_t ivec __attribute__((vector_size(64)));
 typedef float half_vec __attribute__((vector_size(32)));
 typedef float quarter_vec __attribute__((vector_size(16)));
+
+/* ---- vector helpers ------------------------------------------------------------------------- */
+
+static inline vec load(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void store(float *p, vec v) { memcpy(p, &v, sizeof v); }
 
 static inline float hsum(vec v) {
     half_vec h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
@@ -32,6 +51,62 @@ static inline float hsum(vec v) {
     quarter_vec q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
+
+/* mask ? a : b, lane by lane (C has no vector ?:) */
+static inline vec where(ivec mask, vec a, vec b) {
+    ivec ai, bi;
+    memcpy(&ai, &a, sizeof a);
+    memcpy(&bi, &b, sizeof b);
+    ai = (ai & mask) | (bi & ~mask);
+    memcpy(&a, &ai, sizeof a);
+    return a;
+}
+
+/* e^x for x <= 0, 16 at a time: 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2, p a degree-6 Taylor
+ * polynomial (relative error under 2e-7); x below -87 gives about 1e-38. */
+static inline vec exp_nonpositive(vec x) {
+    const vec lo = (vec){0} - 87.0f;
+    x = where(x < lo, lo, x);
+    /* n = round(x / ln2): truncating n - 0.5 rounds a non-positive n to nearest */
+    vec n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f - 0.5f, ivec), vec);
+    vec r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    vec p = (vec){0} + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    ivec bits = (__builtin_convertvector(n, ivec) + 127) << 23;
+    vec scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* dot product; n a multiple of LANES */
+static inline float dot(const float *a, const float *b, int64_t n) {
+    vec acc = {0};
+    for (int64_t i = 0; i < n; i += LANES) acc += load(a + i) * load(b + i);
+    return hsum(acc);
+}
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ---- skinny matmul -------------------------------------------------------------------------- */
 
 /* One weight row against M input rows (y entries n_dim apart), U vectors of the row per iteration
  * so that U * M accumulators hide the FMA latency. A thread walks its rows one after another: its
@@ -63,86 +138,48 @@ static inline float hsum(vec v) {
 ROW(1, 4) ROW(2, 2) ROW(3, 2) ROW(4, 1)
 
 typedef void (*row_fn)(const float *, const float *, float *, int64_t, int64_t);
-#define MAX_ROWS 4
 static const row_fn ROWS[MAX_ROWS + 1] = {0, row_1, row_2, row_3, row_4};
+
+/* This thread's share of the rows: one contiguous block per thread, in whole cache lines of y. */
+static void matmul_my_rows(const float *w, const float *x, float *y, int64_t m_dim, int64_t n_dim, int64_t k_dim) {
+    const int64_t nt = team_size(), per = ((n_dim + nt - 1) / nt + LANES - 1) / LANES * LANES;
+    const int64_t lo = thread_id() * per, hi = lo + per < n_dim ? lo + per : n_dim;
+    const row_fn row = ROWS[m_dim];
+    for (int64_t n = lo; n < hi; n++) row(w + n * k_dim, x, y + n, k_dim, n_dim);
+}
 
 int skinny_matmul_max_rows(void) { return MAX_ROWS; }
 
-/* Returns 0, or -1 when m_dim is outside 1..MAX_ROWS (nothing is written then). */
+/* y[M, N] = x[M, K] @ w[N, K]^T. Returns ERR_SHAPE (nothing written) unless 1 <= M <= MAX_ROWS. */
 int skinny_matmul(const float *w, const float *x, float *y, int64_t m_dim, int64_t n_dim, int64_t k_dim,
                   int threads) {
-    if (m_dim < 1 || m_dim > MAX_ROWS) return -1;
-    const row_fn row = ROWS[m_dim];
+    if (m_dim < 1 || m_dim > MAX_ROWS) return ERR_SHAPE;
 #pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        /* one contiguous block of rows per thread, in whole cache lines of y */
-        int64_t per = ((n_dim + nt - 1) / nt + LANES - 1) / LANES * LANES;
-        int64_t lo = t * per, hi = lo + per < n_dim ? lo + per : n_dim;
-        for (int64_t n = lo; n < hi; n++) row(w + n * k_dim, x, y + n, k_dim, n_dim);
+    matmul_my_rows(w, x, y, m_dim, n_dim, k_dim);
+    return OK;
+}
+
+/* ---- paged decode attention ----------------------------------------------------------------- */
+
+typedef struct {
+    const float *k_cache, *v_cache; /* one layer: [num_blocks, block_size, kv_heads, head_dim] */
+    const int64_t *block_tables;    /* [batch, table_width] */
+    const int64_t *lengths;         /* [batch]: keys per sequence, the new token's included */
+    int64_t table_width, block_size, num_blocks, heads, kv_heads, head_dim;
+} Paged;
+
+static int check_paged(const Paged *p, int64_t batch) {
+    if (p->head_dim % LANES || p->heads % p->kv_heads) return ERR_SHAPE;
+    for (int64_t b = 0; b < batch; b++) {
+        const int64_t len = p->lengths[b], *table = p->block_tables + b * p->table_width;
+        if (len < 1 || len > p->table_width * p->block_size) return ERR_RANGE;
+        for (int64_t i = 0; i < (len + p->block_size - 1) / p->block_size; i++)
+            if (table[i] < 0 || table[i] >= p->num_blocks) return ERR_RANGE;
     }
-    return 0;
+    return OK;
 }
 
-/* paged_decode_attention: one new query token per sequence against its cached keys and values,
- * read in place from the paged cache (no gathered copy, no padding to the longest sequence).
- *
- * q [batch, q_row_stride] holding [heads, head_dim] per row; out [batch, heads, head_dim];
- * k_cache, v_cache one layer's [num_blocks, block_size, kv_heads, head_dim]; block_tables
- * [batch, table_width]; lengths [batch] (keys per sequence, the new token's included).
- * Work is split over (sequence, kv head) pairs; each pair reads its keys and values once for
- * all the query heads that share them (grouped-query attention). Softmax in two passes over a
- * scores buffer, as a decode step's context fits in cache.
- * Returns 0; -1 if a buffer could not be allocated, -2 for a head_dim that is not a multiple of 16 or
- * heads not a multiple of kv_heads, -3 for a length or block id outside the table or the cache.
- */
-/* dot product; n a multiple of LANES */
-static inline float dot(const float *a, const float *b, int64_t n) {
-    vec acc = {0};
-    for (int64_t i = 0; i < n; i += LANES) acc += load(a + i) * load(b + i);
-    return hsum(acc);
-}
-
-/* e^x for x <= 0 (softmax after subtracting the max), 16 at a time: 2^n * p(r) with x = n ln2 + r,
- * |r| <= ln2/2, p a degree-6 Taylor polynomial (relative error under 2e-7); x below -87 gives ~0. */
-/* mask ? a : b, lane by lane (C has no vector ?:) */
-static inline vec where(ivec mask, vec a, vec b) {
-    ivec ai, bi;
-    memcpy(&ai, &a, sizeof a);
-    memcpy(&bi, &b, sizeof b);
-    ai = (ai & mask) | (bi & ~mask);
-    memcpy(&a, &ai, sizeof a);
-    return a;
-}
-
-static inline vec exp_nonpositive(vec x) {
-    const vec lo = (vec){0} - 87.0f;
-    x = where(x < lo, lo, x);
-    /* n = round(x / ln2): truncation of n - 0.5 rounds a non-positive n to nearest */
-    vec n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f - 0.5f, ivec), vec);
-    vec r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    vec p = (vec){0} + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    ivec bits = (__builtin_convertvector(n, ivec) + 127) << 23;
-    vec scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* A head's keys are 1/kv_heads of each slot, so consecutive tokens are a slot apart: a stride the
- * hardware prefetcher follows poorly. Asking for the row a few tokens ahead hides the latency. */
-#define PREFETCH_TOKENS 8
-
-static inline int64_t slot(const int64_t *table, int64_t t, int64_t block_size) {
+static inline int64_t slot_of(const int64_t *table, int64_t t, int64_t block_size) {
     return table[t / block_size] * block_size + t % block_size;
 }
 
@@ -150,147 +187,248 @@ static inline void prefetch_row(const float *p, int64_t n) {
     for (int64_t i = 0; i < n; i += LANES) __builtin_prefetch(p + i, 0, 3);
 }
 
+/* Sequence b, kv head g: the group of query heads sharing it, at qg, written to og. Each key and
+ * value is read once for the whole group; softmax in two passes over a scores buffer (a decode
+ * step's context fits in cache). */
+static int attend(const Paged *p, int64_t b, int64_t g, const float *qg, float *og, float scale) {
+    const int64_t group = p->heads / p->kv_heads, d = p->head_dim, stride = p->kv_heads * d;
+    const int64_t len = p->lengths[b], padded = (len + LANES - 1) / LANES * LANES;
+    const int64_t *table = p->block_tables + b * p->table_width;
+    const float *keys = p->k_cache + g * d, *values = p->v_cache + g * d;
+    float *scores = aligned_alloc(64, sizeof(float) * group * padded);
+    if (scores == NULL) return ERR_ALLOC;
+    for (int64_t t = 0; t < len; t++) {
+        if (t + PREFETCH_TOKENS < len) prefetch_row(keys + slot_of(table, t + PREFETCH_TOKENS, p->block_size) * stride, d);
+        const float *key = keys + slot_of(table, t, p->block_size) * stride;
+        for (int64_t h = 0; h < group; h++) scores[h * padded + t] = dot(qg + h * d, key, d) * scale;
+    }
+    for (int64_t h = 0; h < group; h++) { /* softmax over a row padded to whole vectors */
+        float *row = scores + h * padded, max = -INFINITY;
+        for (int64_t t = 0; t < len; t++) max = row[t] > max ? row[t] : max;
+        for (int64_t t = len; t < padded; t++) row[t] = -INFINITY; /* becomes e^-87: nothing next to 1 */
+        vec sum = {0};
+        for (int64_t t = 0; t < padded; t += LANES) {
+            const vec e = exp_nonpositive(load(row + t) - max);
+            store(row + t, e);
+            sum += e;
+        }
+        const float inv = 1.0f / hsum(sum);
+        for (int64_t t = 0; t < len; t++) row[t] *= inv;
+    }
+    memset(og, 0, sizeof(float) * group * d);
+    for (int64_t t = 0; t < len; t++) {
+        if (t + PREFETCH_TOKENS < len) prefetch_row(values + slot_of(table, t + PREFETCH_TOKENS, p->block_size) * stride, d);
+        const float *value = values + slot_of(table, t, p->block_size) * stride;
+        for (int64_t h = 0; h < group; h++) {
+            const vec w = (vec){0} + scores[h * padded + t];
+            for (int64_t i = 0; i < d; i += LANES) store(og + h * d + i, load(og + h * d + i) + w * load(value + i));
+        }
+    }
+    free(scores);
+    return OK;
+}
+
+/* All (sequence, kv head) pairs, shared out over the current team; returns ERR_ALLOC if any failed. */
+static int attend_all(const Paged *p, const float *q, int64_t q_row_stride, float *out, int64_t batch) {
+    const int64_t group = p->heads / p->kv_heads, d = p->head_dim;
+    const float scale = 1.0f / sqrtf((float)d);
+    int failed = 0;
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t g = 0; g < p->kv_heads; g++)
+            if (attend(p, b, g, q + b * q_row_stride + g * group * d, out + (b * p->heads + g * group) * d, scale))
+#pragma omp atomic write
+                failed = 1;
+    return failed ? ERR_ALLOC : OK;
+}
+
+/* q [batch, q_row_stride] holding [heads, head_dim] per row; out [batch, heads, head_dim].
+ * Returns OK, ERR_ALLOC, ERR_SHAPE (head_dim not a multiple of 16, or heads of kv_heads) or
+ * ERR_RANGE (a length or block id outside the table or the cache). */
 int paged_decode_attention(const float *q, int64_t q_row_stride, const float *k_cache, const float *v_cache,
                            const int64_t *block_tables, int64_t table_width, const int64_t *lengths, float *out,
                            int64_t batch, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t block_size,
-                           int64_t num_blocks, float scale, int threads) {
-    if (head_dim % LANES || heads % kv_heads) return -2;
-    for (int64_t b = 0; b < batch; b++) { /* never read outside the cache */
-        if (lengths[b] < 1 || lengths[b] > table_width * block_size) return -3;
-        for (int64_t i = 0; i < (lengths[b] + block_size - 1) / block_size; i++)
-            if (block_tables[b * table_width + i] < 0 || block_tables[b * table_width + i] >= num_blocks) return -3;
-    }
-    const int64_t group = heads / kv_heads, slot_stride = kv_heads * head_dim;
+                           int64_t num_blocks, int threads) {
+    const Paged p = {k_cache, v_cache, block_tables, lengths, table_width, block_size, num_blocks,
+                     heads, kv_heads, head_dim};
+    const int checked = check_paged(&p, batch);
+    if (checked) return checked;
     int failed = 0;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t b = 0; b < batch; b++) {
-        for (int64_t g = 0; g < kv_heads; g++) {
-            const int64_t len = lengths[b], padded = (len + LANES - 1) / LANES * LANES;
-            const int64_t *table = block_tables + b * table_width;
-            float *scores = aligned_alloc(64, sizeof(float) * group * (padded > 0 ? padded : LANES));
-            if (scores == NULL) {
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        if (attend_all(&p, q, q_row_stride, out, batch))
 #pragma omp atomic write
-                failed = 1;
-                continue;
-            }
-            const float *qg = q + b * q_row_stride + g * group * head_dim;
-            float *og = out + (b * heads + g * group) * head_dim;
-            /* scores = q . k * scale, each key read once for the group's query heads */
-            for (int64_t t = 0; t < len; t++) {
-                const float *key = k_cache + slot(table, t, block_size) * slot_stride + g * head_dim;
-                if (t + PREFETCH_TOKENS < len)
-                    prefetch_row(k_cache + slot(table, t + PREFETCH_TOKENS, block_size) * slot_stride + g * head_dim,
-                                 head_dim);
-                for (int64_t h = 0; h < group; h++) scores[h * padded + t] = dot(qg + h * head_dim, key, head_dim) * scale;
-            }
-            /* softmax per head, over a row padded to whole vectors */
-            for (int64_t h = 0; h < group; h++) {
-                float *row = scores + h * padded, max = -INFINITY;
-                for (int64_t t = 0; t < len; t++) max = row[t] > max ? row[t] : max;
-                for (int64_t t = len; t < padded; t++) row[t] = -INFINITY;
-                vec sum = {0};
-                for (int64_t t = 0; t < padded; t += LANES) {
-                    vec e = exp_nonpositive(load(row + t) - max); /* padding: e^-87, nothing against the max's 1 */
-                    memcpy(row + t, &e, sizeof e);
-                    sum += e;
-                }
-                const float inv = 1.0f / hsum(sum);
-                for (int64_t t = 0; t < len; t++) row[t] *= inv;
-            }
-            /* out = probabilities . v, each value read once */
-            memset(og, 0, sizeof(float) * group * head_dim);
-            for (int64_t t = 0; t < len; t++) {
-                const float *value = v_cache + slot(table, t, block_size) * slot_stride + g * head_dim;
-                if (t + PREFETCH_TOKENS < len)
-                    prefetch_row(v_cache + slot(table, t + PREFETCH_TOKENS, block_size) * slot_stride + g * head_dim,
-                                 head_dim);
-                for (int64_t h = 0; h < group; h++) {
-                    const vec p = (vec){0} + scores[h * padded + t];
-                    float *o = og + h * head_dim;
-                    for (int64_t i = 0; i < head_dim; i += LANES) {
-                        vec acc = load(o + i) + p * load(value + i);
-                        memcpy(o + i, &acc, sizeof acc);
-                    }
-                }
-            }
-            free(scores);
-        }
+            failed = 1;
     }
-    return failed ? -1 : 0;
+    return failed ? ERR_ALLOC : OK;
 }
 
-/* add_rms_norm: for each row, residual += delta (when delta is not NULL), then
- * out = residual / sqrt(mean(residual^2) + eps) * weight. One pass where torch runs six ops.
- * Rows are split across threads only when there are enough of them to pay for it. */
+/* ---- norms, rotary, activation -------------------------------------------------------------- */
+
+/* x += delta (unless NULL), then y = x / sqrt(mean(x^2) + eps) * weight */
+static void rms_row(float *y, float *x, const float *delta, const float *weight, int64_t dim, float eps) {
+    float ss = 0;
+    if (delta != NULL) {
+#pragma omp simd reduction(+ : ss)
+        for (int64_t i = 0; i < dim; i++) {
+            x[i] += delta[i];
+            ss += x[i] * x[i];
+        }
+    } else {
+#pragma omp simd reduction(+ : ss)
+        for (int64_t i = 0; i < dim; i++) ss += x[i] * x[i];
+    }
+    const float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+#pragma omp simd
+    for (int64_t i = 0; i < dim; i++) y[i] = x[i] * inv * weight[i];
+}
+
+/* For each row: residual += delta (when delta is not NULL), then out = RMSNorm(residual) * weight.
+ * Rows are shared out only when there are enough of them to pay for a thread team. */
 void add_rms_norm(float *out, float *residual, const float *delta, const float *weight, int64_t rows, int64_t dim,
                   float eps, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows * dim >= 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        float *x = residual + r * dim, *y = out + r * dim;
-        float ss = 0;
-        if (delta != NULL) {
-            const float *d = delta + r * dim;
-#pragma omp simd reduction(+ : ss)
-            for (int64_t i = 0; i < dim; i++) {
-                x[i] += d[i];
-                ss += x[i] * x[i];
-            }
-        } else {
-#pragma omp simd reduction(+ : ss)
-            for (int64_t i = 0; i < dim; i++) ss += x[i] * x[i];
-        }
-        const float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-#pragma omp simd
-        for (int64_t i = 0; i < dim; i++) y[i] = x[i] * inv * weight[i];
-    }
+    for (int64_t r = 0; r < rows; r++)
+        rms_row(out + r * dim, residual + r * dim, delta == NULL ? NULL : delta + r * dim, weight, dim, eps);
 }
 
-/* rope_and_cache: rotary embeddings applied in place to the q and k parts of each new token's
- * fused projection, then k and v stored in their cache slots; where torch needs a gather of the
- * tables, two multiplies, a roll and two index copies per layer.
- * qkv [tokens, row_stride]: heads * head_dim of q, kv_heads * head_dim of k, then of v.
- * cos, sin [max_positions, head_dim], rotate-half convention with the sign folded into sin:
- * x' = x * cos + roll(x, head_dim / 2) * sin. Caches are [num_slots, kv_heads, head_dim].
- * Returns 0, or -3 (nothing written) for a slot or position out of range. */
+typedef struct {
+    const int64_t *positions, *slots; /* [tokens] */
+    const float *cos, *sin;           /* [max_positions, head_dim], sign folded into sin */
+    float *k_cache, *v_cache;         /* one layer: [num_slots, kv_heads, head_dim] */
+    int64_t max_positions, num_slots, heads, kv_heads, head_dim;
+} Rotary;
+
+static int check_rotary(const Rotary *r, int64_t tokens) {
+    if (r->head_dim % 2) return ERR_SHAPE;
+    for (int64_t t = 0; t < tokens; t++)
+        if (r->slots[t] < 0 || r->slots[t] >= r->num_slots || r->positions[t] < 0 ||
+            r->positions[t] >= r->max_positions)
+            return ERR_RANGE;
+    return OK;
+}
+
+/* Token t's row [q heads | k heads | v heads]: rotate q and k in place (rotate-half convention,
+ * x' = x * cos + roll(x, head_dim / 2) * sin), then store k and v in the token's cache slot. */
+static void rope_token(const Rotary *r, float *row, int64_t t) {
+    const int64_t d = r->head_dim, half = d / 2, kv_width = r->kv_heads * d;
+    const float *c = r->cos + r->positions[t] * d, *s = r->sin + r->positions[t] * d;
+    float tmp[d];
+    for (int64_t h = 0; h < r->heads + r->kv_heads; h++) {
+        float *x = row + h * d;
+        memcpy(tmp, x, sizeof tmp);
+#pragma omp simd
+        for (int64_t i = 0; i < half; i++) x[i] = tmp[i] * c[i] + tmp[i + half] * s[i];
+#pragma omp simd
+        for (int64_t i = half; i < d; i++) x[i] = tmp[i] * c[i] + tmp[i - half] * s[i];
+    }
+    memcpy(r->k_cache + r->slots[t] * kv_width, row + r->heads * d, sizeof(float) * kv_width);
+    memcpy(r->v_cache + r->slots[t] * kv_width, row + (r->heads + r->kv_heads) * d, sizeof(float) * kv_width);
+}
+
+/* qkv [tokens, row_stride]. Returns OK, ERR_SHAPE (odd head_dim) or ERR_RANGE (a slot or position
+ * out of range; nothing written). */
 int rope_and_cache(float *qkv, int64_t row_stride, int64_t tokens, const int64_t *positions, const float *cos,
-                    const float *sin, int64_t max_positions, const int64_t *slots, float *k_cache, float *v_cache,
-                    int64_t num_slots, int64_t heads, int64_t kv_heads, int64_t head_dim, int threads) {
-    const int64_t half = head_dim / 2, kv_width = kv_heads * head_dim;
-    for (int64_t t = 0; t < tokens; t++) /* never write outside the cache */
-        if (slots[t] < 0 || slots[t] >= num_slots || positions[t] < 0 || positions[t] >= max_positions) return -3;
+                   const float *sin, int64_t max_positions, const int64_t *slots, float *k_cache, float *v_cache,
+                   int64_t num_slots, int64_t heads, int64_t kv_heads, int64_t head_dim, int threads) {
+    const Rotary r = {positions, slots, cos, sin, k_cache, v_cache, max_positions, num_slots, heads, kv_heads, head_dim};
+    const int checked = check_rotary(&r, tokens);
+    if (checked) return checked;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tokens >= 64)
-    for (int64_t t = 0; t < tokens; t++) {
-        float *row = qkv + t * row_stride, tmp[head_dim];
-        const float *c = cos + positions[t] * head_dim, *s = sin + positions[t] * head_dim;
-        for (int64_t h = 0; h < heads + kv_heads; h++) {
-            float *x = row + h * head_dim;
-            memcpy(tmp, x, sizeof tmp);
-#pragma omp simd
-            for (int64_t i = 0; i < half; i++) x[i] = tmp[i] * c[i] + tmp[i + half] * s[i];
-#pragma omp simd
-            for (int64_t i = half; i < head_dim; i++) x[i] = tmp[i] * c[i] + tmp[i - half] * s[i];
-        }
-        memcpy(k_cache + slots[t] * kv_width, row + heads * head_dim, sizeof(float) * kv_width);
-        memcpy(v_cache + slots[t] * kv_width, row + (heads + kv_heads) * head_dim, sizeof(float) * kv_width);
-    }
-    return 0;
+    for (int64_t t = 0; t < tokens; t++) rope_token(&r, qkv + t * row_stride, t);
+    return OK;
 }
 
-/* silu_mul: out[t] = silu(gate) * up for rows [gate | up] of width 2 * n, where torch runs a chunk,
- * a silu and a multiply. silu(x) = x * sigmoid(x), with sigmoid from e^-|x| (never overflows). */
+/* out = silu(gate) * up over n columns; silu(x) = x * sigmoid(x), sigmoid from e^-|x| (no overflow) */
+static void silu_mul_row(const float *gate, const float *up, float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        const vec x = load(gate + i);
+        const vec e = exp_nonpositive(where(x < 0, x, -x)), inv = 1.0f / (1.0f + e);
+        store(out + i, x * where(x < 0, e * inv, inv) * load(up + i)); /* e^x/(1+e^x) below 0 */
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* gate_up rows [gate | up] of width 2n; out [rows, n] */
 void silu_mul(const float *gate_up, float *out, int64_t rows, int64_t n, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows * n >= 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *gate = gate_up + r * 2 * n, *up = gate + n;
-        float *o = out + r * n;
-        int64_t i = 0;
-        for (; i + LANES <= n; i += LANES) {
-            const vec x = load(gate + i);
-            const vec e = exp_nonpositive(where(x < 0, x, -x)), inv = 1.0f / (1.0f + e);
-            const vec sig = where(x < 0, e * inv, inv); /* sigmoid(x): 1/(1+e^-x), or e^x/(1+e^x) below 0 */
-            vec y = x * sig * load(up + i);
-            memcpy(o + i, &y, sizeof y);
+    for (int64_t r = 0; r < rows; r++) silu_mul_row(gate_up + r * 2 * n, gate_up + r * 2 * n + n, out + r * n, n);
+}
+
+/* ---- a whole decoder layer ------------------------------------------------------------------ */
+
+/* One Llama decoder layer for `batch` (1 to MAX_ROWS) sequences decoding one token each, x
+ * [batch, hidden] being the residual stream, updated in place:
+ *
+ *   h = RMSNorm(x) ; qkv = h W_qkv^T (+ b_qkv) ; rotary, store k and v ; a = attention(q) ;
+ *   x += a W_o^T ; h = RMSNorm(x) ; x += (silu(h W_gate^T) * h W_up^T) W_down^T
+ *
+ * One thread team for the whole layer: the matmuls split their weight rows over it, attention its
+ * (sequence, kv head) pairs, and the small steps run on one thread, with a barrier between phases.
+ * Against the same kernels called one by one from Python, this saves the interpreter and a team
+ * start per op, some 40 µs a layer. Returns the codes of paged_decode_attention and rope_and_cache;
+ * nothing is written when the inputs are refused. */
+int decode_layer(float *x, int64_t batch, int64_t hidden, const float *input_norm, const float *w_qkv,
+                 const float *b_qkv, const float *w_o, const float *post_norm, const float *w_gate_up,
+                 const float *w_down, int64_t intermediate, float eps, const int64_t *positions, const float *cos,
+                 const float *sin, int64_t max_positions, const int64_t *slots, float *k_cache, float *v_cache,
+                 const int64_t *block_tables, int64_t table_width, const int64_t *lengths, int64_t num_blocks,
+                 int64_t block_size, int64_t heads, int64_t kv_heads, int64_t head_dim, int threads) {
+    if (batch < 1 || batch > MAX_ROWS) return ERR_SHAPE;
+    const Paged p = {k_cache, v_cache, block_tables, lengths, table_width, block_size, num_blocks,
+                     heads, kv_heads, head_dim};
+    const Rotary r = {positions, slots, cos, sin, k_cache, v_cache, max_positions, num_blocks * block_size,
+                      heads, kv_heads, head_dim};
+    int checked = check_paged(&p, batch);
+    if (!checked) checked = check_rotary(&r, batch);
+    if (checked) return checked;
+
+    const int64_t q_width = heads * head_dim, qkv_width = (heads + 2 * kv_heads) * head_dim;
+    const int64_t sizes[] = {hidden, qkv_width, q_width, hidden, 2 * intermediate, intermediate};
+    int64_t total = 0;
+    for (int i = 0; i < 6; i++) total += batch * ((sizes[i] + LANES - 1) / LANES * LANES);
+    float *scratch = aligned_alloc(64, sizeof(float) * total);
+    if (scratch == NULL) return ERR_ALLOC;
+    float *h = scratch, *qkv = h + batch * ((hidden + LANES - 1) / LANES * LANES);
+    float *attn = qkv + batch * ((qkv_width + LANES - 1) / LANES * LANES);
+    float *delta = attn + batch * ((q_width + LANES - 1) / LANES * LANES);
+    float *gate_up = delta + batch * ((hidden + LANES - 1) / LANES * LANES);
+    float *act = gate_up + batch * ((2 * intermediate + LANES - 1) / LANES * LANES);
+    int failed = 0;
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp single
+        for (int64_t b = 0; b < batch; b++) rms_row(h + b * hidden, x + b * hidden, NULL, input_norm, hidden, eps);
+        matmul_my_rows(w_qkv, h, qkv, batch, qkv_width, hidden);
+#pragma omp barrier
+#pragma omp single
+        for (int64_t b = 0; b < batch; b++) {
+            if (b_qkv != NULL)
+                for (int64_t i = 0; i < qkv_width; i++) qkv[b * qkv_width + i] += b_qkv[i];
+            rope_token(&r, qkv + b * qkv_width, b);
         }
-        for (; i < n; i++) o[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        if (attend_all(&p, qkv, qkv_width, attn, batch))
+#pragma omp atomic write
+            failed = 1;
+        matmul_my_rows(w_o, attn, delta, batch, hidden, q_width);
+#pragma omp barrier
+#pragma omp single
+        for (int64_t b = 0; b < batch; b++)
+            rms_row(h + b * hidden, x + b * hidden, delta + b * hidden, post_norm, hidden, eps);
+        matmul_my_rows(w_gate_up, h, gate_up, batch, 2 * intermediate, hidden);
+#pragma omp barrier
+#pragma omp single
+        for (int64_t b = 0; b < batch; b++)
+            silu_mul_row(gate_up + b * 2 * intermediate, gate_up + b * 2 * intermediate + intermediate,
+                         act + b * intermediate, intermediate);
+        matmul_my_rows(w_down, act, delta, batch, hidden, intermediate);
+#pragma omp barrier
+#pragma omp single
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t i = 0; i < hidden; i++) x[b * hidden + i] += delta[b * hidden + i];
     }
+    free(scratch);
+    return failed ? ERR_ALLOC : OK;
 }
