@@ -2,7 +2,7 @@
 
 The C file is built with the system C compiler (`$CC`, else `cc`) and `-O3 -march=native
 -fopenmp` into a cache folder (`$LLMSIM_CACHE_DIR`, else `$XDG_CACHE_HOME/llmsim` or
-`~/.cache/llmsim`), named by a hash of the source, the flags, the compiler's version and the
+`~/.cache/llmsim`, or a per-user temporary folder when that is read-only), named by a hash of the source, the flags, the compiler's version and the
 CPU's feature flags, so a changed file, compiler or processor gets its own build and a build is
 never loaded on a CPU it was not made for. It is loaded with ctypes, which releases the GIL
 during the call; its OpenMP threads come from the runtime torch already loaded (the same
@@ -53,10 +53,18 @@ class NativeBuildError(RuntimeError):
 
 
 def cache_dir() -> Path:
+    """$LLMSIM_CACHE_DIR, else the user's cache folder; a per-user temporary folder when that cannot
+    be created (a read-only home on a CI runner)."""
     if os.environ.get("LLMSIM_CACHE_DIR"):
         return Path(os.environ["LLMSIM_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "llmsim"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmsim"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if os.access(base, os.W_OK):
+            return base
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"llmsim-{os.getuid()}"
 
 
 def _cpu_flags() -> str:

@@ -5,13 +5,16 @@
 Each side runs in its own process (the glibc setting is process-wide and cannot be undone), on
 the same decode step shapes through `ModelRunner.execute`, one process after the other, then the
 two are run again in the other order so drift of a shared machine shows. Prints the median step
-time of each shape on each side and the ratio.
+time of each shape on each side and the ratio. Both sides run torch's decode attention (its padded
+K/V gather is what passes the thresholds): the native kernels, which read the cache in place,
+are switched off with LLMSIM_NATIVE_KERNELS=0.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,7 +56,8 @@ def measure(model: str, threads: int, repeats: int, tuned: bool) -> dict[str, fl
 def in_subprocess(args, tuned: bool) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", "tuned" if tuned else "default", "--model", args.model,
                "--threads", str(args.threads), "--repeats", str(args.repeats)]  # fmt: skip
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    env = {**os.environ, "LLMSIM_NATIVE_KERNELS": "0"}
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
 
 
 def main() -> None:
