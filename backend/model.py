@@ -18,6 +18,7 @@ from torch import nn
 from backend import native
 from backend.attention import StepBatch, StepMetadata, paged_attention, prepare_step
 from backend.device import resolve_device, resolve_dtype
+from backend.fused_decode import LayerPlan, StepArgs
 from backend.kv_cache import PagedKVCache
 from simulator.specs import ModelSpec
 
@@ -166,32 +167,14 @@ class DecoderLayer(nn.Module):
         attended = self.self_attn(self.input_layernorm(x), step, rope, kv)
         return x.add_(self.mlp(self.post_attention_layernorm.add_and_norm(x, attended)))
 
-    def decode_natively(self, x: torch.Tensor, step: StepMetadata, rope: Rotary, kv: PagedKVCache) -> None:
-        """The same layer as forward, for a step of 1-4 decodes, in one native call (x in place)."""
-        attn, mlp = self.self_attn, self.mlp
-        weights = (
-            self.input_layernorm.weight, attn.qkv_proj.weight, attn.qkv_proj.bias, attn.o_proj.weight,
-            self.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight,
-        )  # fmt: skip
-        native.decode_layer_(
-            x, weights, self.input_layernorm.eps, attn.num_heads, attn.num_kv_heads, rope.positions,
-            rope.cos_table, rope.sin_table, step.slot_mapping, kv.k[attn.layer], kv.v[attn.layer],
-            step.decode_blocks, step.decode_lengths,
-        )  # fmt: skip
-
-
-def _fusable_decode(layer: DecoderLayer) -> bool:
-    """Whether the native whole-layer decode kernel can run this layer: plain fp32 linear layers
-    (not int8), biases only on qkv, head_dim a multiple of the kernel's vector width."""
-    attn, mlp = layer.self_attn, layer.mlp
-    linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-    return (
-        all(type(m) is Linear and m.weight.dtype == torch.float32 for m in linears)
-        and attn.o_proj.bias is None
-        and mlp.gate_up_proj.bias is None
-        and mlp.down_proj.bias is None
-        and attn.head_dim % native.HEAD_DIM_MULTIPLE == 0
-    )
+    def native_plan(self) -> LayerPlan | None:
+        """The plan to run this layer with the fused native decode kernel (None when its weights
+        cannot take it: int8, biases other than qkv's, an odd head size); remade when a weight
+        tensor is replaced."""
+        plan = self.__dict__.get("_plan")
+        if plan is None or not plan.current(self):
+            plan = self.__dict__["_plan"] = LayerPlan(self)
+        return plan if plan.usable else None
 
 
 class Llama(nn.Module):
@@ -254,10 +237,13 @@ class Llama(nn.Module):
         rope = Rotary(self.rope_cos, self.rope_sin, step.positions, self.dtype)
         x = self.embed_tokens(step.input_ids)
         # Decodes of 1-4 sequences: one native call per layer instead of some 25 ops.
-        fused = step.all_decode and x.shape[0] <= native.MAX_ROWS and _native_fp32(x)
+        fused = None
+        if step.all_decode and x.shape[0] <= native.MAX_ROWS and _native_fp32(x):
+            fused = StepArgs.of(step, self.rope_cos, self.rope_sin, kv)
         for layer in self.layers:
-            if fused and _fusable_decode(layer):
-                layer.decode_natively(x, step, rope, kv)
+            plan = layer.native_plan() if fused is not None else None
+            if plan is not None:
+                plan.run(x, fused, kv)
             else:
                 x = layer(x, step, rope, kv)
         if not all_logits:

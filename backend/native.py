@@ -32,7 +32,6 @@ __all__ = [
     "add_rms_norm",
     "available",
     "build",
-    "decode_layer_",
     "library",
     "paged_decode_attention",
     "rope_and_cache_",
@@ -124,7 +123,7 @@ _SIGNATURES = {
     "add_rms_norm": "-ppppiifn",
     "rope_and_cache": "npiipppipppiiiin",
     "silu_mul": "-ppiin",
-    "decode_layer": "npiipppppppifpppippppipiiiiin",
+    "decode_layer": "npiipppppppifiiipppippipiippn",
 }
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "f": ctypes.c_float, "n": ctypes.c_int, "-": None}
 
@@ -145,12 +144,14 @@ def _load(path: Path) -> ctypes.CDLL:
 _status = "not loaded yet"
 
 
-def _check(code: int, kernel: str) -> None:
+def check_code(code: int, kernel: str) -> None:
     """Turn a kernel's error code (see cpu_kernels.c) into an exception; nothing was written."""
     if code == -1:
         raise MemoryError(f"{kernel} could not allocate its buffers")
     if code == -2:
-        raise ValueError(f"{kernel}: head_dim must be a multiple of {HEAD_DIM_MULTIPLE} and heads of kv_heads")
+        raise ValueError(
+            f"{kernel}: head_dim must be a multiple of {HEAD_DIM_MULTIPLE} and heads of kv_heads"
+        )
     if code == -3:
         raise ValueError(f"{kernel}: a length, block id, slot or position is outside the cache or its tables")
     if code:
@@ -233,7 +234,7 @@ def paged_decode_attention(
         lengths.data_ptr(), out.data_ptr(), b, heads, kv_heads, d, block_size, k_cache.shape[0],
         torch.get_num_threads(),
     )  # fmt: skip
-    _check(code, "paged_decode_attention")
+    check_code(code, "paged_decode_attention")
     return out
 
 
@@ -295,7 +296,7 @@ def rope_and_cache_(
         slots.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.numel() // (kv_heads * d), heads,
         kv_heads, d, torch.get_num_threads(),
     )  # fmt: skip
-    _check(code, "rope_and_cache")
+    check_code(code, "rope_and_cache")
 
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
@@ -308,55 +309,3 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty(rows, width // 2, dtype=torch.float32)
     lib.silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, width // 2, torch.get_num_threads())
     return out
-
-
-def decode_layer_(
-    x: torch.Tensor,
-    layer_weights: tuple[torch.Tensor, ...],
-    eps: float,
-    heads: int,
-    kv_heads: int,
-    positions: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    slots: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    lengths: torch.Tensor,
-) -> None:
-    """A whole Llama decoder layer for 1 to MAX_ROWS sequences decoding one token each, in one call:
-    x [B, hidden] (the residual stream) is updated in place, the new k and v stored in the layer's
-    cache. layer_weights: input norm, qkv weight, qkv bias or None, o, post-attention norm,
-    gate_up [gate rows | up rows], down. fp32 on CPU; the other arguments as rope_and_cache_ and
-    paged_decode_attention take them."""
-    lib = library()
-    if lib is None:
-        raise NativeBuildError(status())
-    input_norm, w_qkv, b_qkv, w_o, post_norm, w_gate_up, w_down = layer_weights
-    batch, hidden = x.shape
-    num_blocks, block_size, _, d = k_cache.shape
-    q_width, qkv_width, inter = heads * d, (heads + 2 * kv_heads) * d, w_down.shape[1]
-    shapes = {
-        "input norm": (input_norm, (hidden,)), "qkv": (w_qkv, (qkv_width, hidden)), "o": (w_o, (hidden, q_width)),
-        "post-attention norm": (post_norm, (hidden,)), "gate_up": (w_gate_up, (2 * inter, hidden)),
-        "down": (w_down, (hidden, inter)), "qkv bias": (b_qkv, (qkv_width,)),
-    }  # fmt: skip
-    for name, (tensor, shape) in shapes.items():
-        if tensor is not None and (tensor.shape != shape or not tensor.is_contiguous()):
-            raise ValueError(f"decode_layer_: {name} weight is {tuple(tensor.shape)}, expected contiguous {shape}")
-    if not (1 <= batch <= MAX_ROWS and x.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous()):
-        raise ValueError(f"decode_layer_ takes 1 to {MAX_ROWS} contiguous rows and a contiguous cache")
-    if cos.shape[1] != d or not (cos.is_contiguous() and sin.is_contiguous()):
-        raise ValueError(f"the rotary tables must be contiguous [positions, {d}]")
-    positions, slots, block_tables, lengths = (
-        t.to(torch.int64).contiguous() for t in (positions, slots, block_tables, lengths)
-    )
-    code = lib.decode_layer(
-        x.data_ptr(), batch, hidden, input_norm.data_ptr(), w_qkv.data_ptr(),
-        None if b_qkv is None else b_qkv.data_ptr(), w_o.data_ptr(), post_norm.data_ptr(), w_gate_up.data_ptr(),
-        w_down.data_ptr(), inter, eps, positions.data_ptr(), cos.data_ptr(), sin.data_ptr(), cos.shape[0],
-        slots.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), block_tables.data_ptr(), block_tables.shape[1],
-        lengths.data_ptr(), num_blocks, block_size, heads, kv_heads, d, torch.get_num_threads(),
-    )  # fmt: skip
-    _check(code, "decode_layer")

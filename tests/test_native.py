@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from backend import native
+from backend.fused_decode import LayerPlan
 from backend.kv_cache import PagedKVCache
 from backend.model import StepBatch, apply_rope, build_model, rope_tables
 from simulator.specs import ModelSpec
@@ -180,15 +181,20 @@ def test_model_gives_the_same_logits_with_and_without_native_kernels(monkeypatch
     against torch's."""
     model = build_model(SPEC, seed=2, std=0.15)
     used = {}
-    kernels = ("skinny_linear", "paged_decode_attention", "add_rms_norm", "rope_and_cache_", "silu_mul", "decode_layer_")
+
+    def count(owner, name):
+        original = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            used[name] = used.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+    kernels = ("skinny_linear", "paged_decode_attention", "add_rms_norm", "rope_and_cache_", "silu_mul")
     for name in kernels:
-        original = getattr(native, name)
-
-        def counted(*args, _original=original, _name=name, **kwargs):
-            used[_name] = used.get(_name, 0) + 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(native, name, counted)
+        count(native, name)
+    count(LayerPlan, "run")
 
     def run():
         kv = model.make_kv_cache(num_blocks=40, block_size=4)
@@ -201,7 +207,7 @@ def test_model_gives_the_same_logits_with_and_without_native_kernels(monkeypatch
         return torch.cat([first, mixed, decode])
 
     with_native = run()
-    assert set(used) == set(kernels)
+    assert set(used) == {*kernels, "run"}
     monkeypatch.setattr(native, "available", lambda: False)
     calls = sum(used.values())
     torch_only = run()
@@ -238,7 +244,8 @@ def test_ctypes_signatures_match_the_c_prototypes():
     for name, signature in native._SIGNATURES.items():
         match = re.search(rf"\n(int|void) {name}\(([^)]*)\)", source)
         assert match, name
-        params = [p.strip() for p in match.group(2).split(",") if p.strip() not in ("", "void")]
+        declared = re.sub(r"/\*.*?\*/", "", match.group(2), flags=re.DOTALL)  # comments between parameters
+        params = [p.strip() for p in declared.split(",") if p.strip() not in ("", "void")]
         found = ("n" if match.group(1) == "int" else "-") + "".join(
             "p" if "*" in p else codes[p.split()[0]] for p in params
         )

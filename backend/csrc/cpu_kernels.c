@@ -369,12 +369,17 @@ void silu_mul(const float *gate_up, float *out, int64_t rows, int64_t n, int thr
  * Against the same kernels called one by one from Python, this saves the interpreter and a team
  * start per op, some 40 µs a layer. Returns the codes of paged_decode_attention and rope_and_cache;
  * nothing is written when the inputs are refused. */
-int decode_layer(float *x, int64_t batch, int64_t hidden, const float *input_norm, const float *w_qkv,
-                 const float *b_qkv, const float *w_o, const float *post_norm, const float *w_gate_up,
-                 const float *w_down, int64_t intermediate, float eps, const int64_t *positions, const float *cos,
-                 const float *sin, int64_t max_positions, const int64_t *slots, float *k_cache, float *v_cache,
-                 const int64_t *block_tables, int64_t table_width, const int64_t *lengths, int64_t num_blocks,
-                 int64_t block_size, int64_t heads, int64_t kv_heads, int64_t head_dim, int threads) {
+int decode_layer(float *x, int64_t batch,
+                 /* the layer */
+                 int64_t hidden, const float *input_norm, const float *w_qkv, const float *b_qkv, const float *w_o,
+                 const float *post_norm, const float *w_gate_up, const float *w_down, int64_t intermediate, float eps,
+                 int64_t heads, int64_t kv_heads, int64_t head_dim,
+                 /* the step */
+                 const int64_t *positions, const float *cos, const float *sin, int64_t max_positions,
+                 const int64_t *slots, const int64_t *block_tables, int64_t table_width, const int64_t *lengths,
+                 int64_t num_blocks, int64_t block_size,
+                 /* the layer's cache */
+                 float *k_cache, float *v_cache, int threads) {
     if (batch < 1 || batch > MAX_ROWS) return ERR_SHAPE;
     const Paged p = {k_cache, v_cache, block_tables, lengths, table_width, block_size, num_blocks,
                      heads, kv_heads, head_dim};
