@@ -246,7 +246,7 @@ class Llama(nn.Module):
                 plan.run(x, fused, kv)
             else:
                 x = layer(x, step, rope, kv)
-        if not all_logits:
+        if not all_logits and not step.all_decode:  # a decode step's rows are its sequences already
             x = x[step.last_token_index]
         x = self.norm(x)
         if self.lm_head is None:

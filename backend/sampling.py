@@ -60,7 +60,10 @@ def uniforms(seeds: SequenceOf[int], counters: SequenceOf[int]) -> np.ndarray:
 def sample(logits: torch.Tensor, params: SequenceOf[SamplingParams], counters: SequenceOf[int]) -> list[int]:
     """The next token of each row of `logits` [rows, vocab]; `counters[i]` is the index of the
     token being drawn in row i's output (the second coordinate of its random stream)."""
-    greedy = logits.argmax(dim=-1)
+    if logits.device.type == "cpu" and logits.dtype == torch.float32:
+        greedy = logits.numpy().argmax(axis=-1)  # 2 µs where torch's CPU argmax takes 20 over 32k logits
+    else:
+        greedy = logits.argmax(dim=-1)
     rows = [i for i, p in enumerate(params) if not p.greedy]
     if not rows:
         return greedy.tolist()

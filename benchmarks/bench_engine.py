@@ -166,15 +166,17 @@ def main() -> None:
     console.print(table)
 
     # Batch 1 against the memory-bandwidth bound. Neighbours on a shared machine move the bandwidth
-    # by tens of percent within minutes, so bandwidth and step are measured in turns, and each
-    # round's step is judged against the bound of that same round.
+    # by tens of percent within minutes, so each round measures the bandwidth just before and just
+    # after its decode steps, and the round's step is judged against the mean of the two.
     meter = ReadBandwidth()
     context = PROMPT + max(n, 32) // 2
     moved = runner.streamed_weight_bytes + context * runner.kv_bytes_per_token
     rounds = []
-    for _ in range(max(reps, 3)):
-        rates = meter.measure()
-        rounds.append((rates, engine_decode(runner, 1, max(n, 32))[1]))
+    for _ in range(max(reps, 5)):
+        before = meter.measure()
+        step_s = engine_decode(runner, 1, max(n, 32))[1]
+        after = meter.measure()
+        rounds.append(({how: (before[how] + after[how]) / 2 for how in before}, step_s))
     del meter
     table = Table(title=f"Batch-1 decode step vs the bound ({moved / 1e6:,.0f} MB read per step), "
                         f"median of {len(rounds)} rounds")  # fmt: skip
