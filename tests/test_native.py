@@ -250,3 +250,50 @@ def test_ctypes_signatures_match_the_c_prototypes():
             "p" if "*" in p else codes[p.split()[0]] for p in params
         )
         assert found == signature, name
+
+
+def decode_step_of(model, kv, rows):
+    """StepMetadata and StepArgs of a decode-only step: rows of (token, cached, block table)."""
+    from backend.attention import prepare_step
+    from backend.fused_decode import StepArgs
+
+    step = prepare_step(
+        StepBatch.of([([t], c, table) for t, c, table in rows]), kv.block_size, torch.device("cpu")
+    )
+    return step, StepArgs.of(step, model.rope_cos, model.rope_sin, kv)
+
+
+def test_layer_plan_is_remade_when_a_weight_is_replaced_and_dropped_for_int8():
+    from backend.quant import quantize_int8
+
+    model = build_model(SPEC, seed=3)
+    layer = model.layers[0]
+    first = layer.native_plan()
+    assert first is not None and layer.native_plan() is first  # cached
+    layer.mlp.down_proj.weight = torch.nn.Parameter(torch.zeros_like(layer.mlp.down_proj.weight))
+    second = layer.native_plan()
+    assert second is not first and second.args != first.args
+    quantize_int8(model)
+    assert layer.native_plan() is None  # int8 layers take the torch path
+    kv = model.make_kv_cache(num_blocks=8, block_size=4)
+    assert torch.isfinite(model(StepBatch([[1, 2, 3]], [0], [[0]]), kv)).all()
+    assert torch.isfinite(model(StepBatch([[4]], [3], [[0]]), kv)).all()
+
+
+def test_fused_layer_refuses_what_would_leave_the_cache_and_writes_nothing():
+    model = build_model(SPEC, seed=4)
+    kv = model.make_kv_cache(num_blocks=6, block_size=4)
+    model(StepBatch([[1, 2, 3]], [0], [[2]]), kv)  # a 3-token prompt in block 2
+    plan = model.layers[0].native_plan()
+    x = torch.randn(1, SPEC.hidden_size)
+    before_x, before_k = x.clone(), kv.k.clone()
+    _, good = decode_step_of(model, kv, [(7, 3, [2])])
+    with pytest.raises(ValueError, match="fused decode layer"):
+        plan.run(torch.randn(2, SPEC.hidden_size), good, kv)  # two rows for a one-sequence step
+    for bad_table in ([6], [-1]):  # one past the last block; a negative id
+        _, bad = decode_step_of(model, kv, [(7, 3, bad_table)])
+        with pytest.raises(ValueError, match="outside"):
+            plan.run(x, bad, kv)
+    assert torch.equal(x, before_x) and torch.equal(kv.k, before_k)
+    plan.run(x, good, kv)  # the same call with a valid table goes through
+    assert not torch.equal(x, before_x)
