@@ -29,6 +29,7 @@ import torch
 __all__ = [
     "HEAD_DIM_MULTIPLE",
     "MAX_ROWS",
+    "STREAM_ROWS",
     "add_rms_norm",
     "available",
     "build",
@@ -42,7 +43,8 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
-MAX_ROWS = 4  # skinny_matmul's input rows; must match MAX_ROWS in the C file
+MAX_ROWS = 32  # skinny_matmul's input rows; must match MAX_ROWS in the C file
+STREAM_ROWS = 4  # up to this many rows it reads the weights once at full bandwidth (STREAM_ROWS)
 HEAD_DIM_MULTIPLE = 16  # paged_decode_attention works in vectors of 16 floats
 _log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ def build(cache: Path, compiler: str) -> Path:
 # C signatures: p a pointer, i int64_t, f float, n int (thread count); the first letter is the result.
 _SIGNATURES = {
     "skinny_matmul_max_rows": "n",
+    "skinny_matmul_stream_rows": "n",
     "skinny_matmul": "npppiiin",
     "paged_decode_attention": "npipppippiiiiiin",
     "add_rms_norm": "-ppppiifn",
@@ -134,9 +137,10 @@ def _load(path: Path) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = _CTYPES[signature[0]]
         fn.argtypes = [_CTYPES[c] for c in signature[1:]]
-    if lib.skinny_matmul_max_rows() != MAX_ROWS:
+    if (lib.skinny_matmul_max_rows(), lib.skinny_matmul_stream_rows()) != (MAX_ROWS, STREAM_ROWS):
         raise NativeBuildError(
-            f"{path} handles up to {lib.skinny_matmul_max_rows()} rows, expected {MAX_ROWS}"
+            f"{path} handles up to {lib.skinny_matmul_max_rows()} rows (streaming up to "
+            f"{lib.skinny_matmul_stream_rows()}), expected {MAX_ROWS} ({STREAM_ROWS})"
         )
     return lib
 

@@ -113,9 +113,10 @@ class ModelRunner:
 
     @property
     def matvec_max_tokens(self) -> int:
-        """Steps of at most this many new tokens run matrix-vector kernels (native on CPU in fp32)."""
+        """Steps of at most this many new tokens run matrix-vector kernels, bound by reading the
+        weights (native on CPU in fp32)."""
         if self.device.type == "cpu" and self.dtype == torch.float32 and native.available():
-            return native.MAX_ROWS
+            return native.STREAM_ROWS
         return 1
 
     def _blocks_for_budget(self, kv_cache_gb: float | None) -> int:
