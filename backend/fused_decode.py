@@ -1,4 +1,4 @@
-"""Whole decoder layers in one native call, for steps of 1-4 decodes in fp32 on CPU.
+"""Whole decoder layers in one native call, for steps of 1-32 decodes in fp32 on CPU.
 
 At batch 1 a layer's four matrix-vector products take some 500 µs and the rest of the layer
 (norms, rotary, the cache write, attention, SiLU) about 40 µs of kernels; run as separate torch

@@ -119,6 +119,13 @@ class ModelRunner:
             return native.STREAM_ROWS
         return 1
 
+    @property
+    def small_matmul_max_tokens(self) -> int:
+        """Steps of at most this many new tokens run the native small-matrix kernels (0: none)."""
+        if self.device.type == "cpu" and self.dtype == torch.float32 and native.available():
+            return native.MAX_ROWS
+        return 0
+
     def _blocks_for_budget(self, kv_cache_gb: float | None) -> int:
         if kv_cache_gb is not None and kv_cache_gb <= 0:
             raise ConfigError(f"kv_cache_gb: got {kv_cache_gb}; allowed: a positive number of GiB")

@@ -29,10 +29,12 @@ from simulator.specs import get_model
 LONG_STEP_S = 0.005  # the accuracy target applies to steps longer than this
 TARGET_MAPE = 5.0
 MAX_KNEE_SHARPNESS = 16.0
+MAX_OVERHEAD_SHARE = 0.25  # of the fastest measured step
 # Where padded decode attention may leave the caches: the fit starts in the middle
 DEFAULT_CACHE_TOKENS = 16384.0
 MIN_CACHE_TOKENS, MAX_CACHE_TOKENS = 1024.0, 1048576.0
 _SPILL = Coefficients.names().index("decode_spill_s_per_token")
+_SMALL = Coefficients.names().index("small_matmul_flops_factor")
 
 
 def _subset(f: StepFeatures, index) -> StepFeatures:
@@ -63,6 +65,7 @@ def initial_guess(f: StepFeatures, times: np.ndarray, work: StepWork, meta: dict
             4.0,
             0.0,
             DEFAULT_CACHE_TOKENS,
+            1.0,
         ]
     )
 
@@ -93,12 +96,20 @@ def fit_coefficients(
             1.0,
             x0[7] if x0[7] > 0 else work.kv_bytes_per_token / x0[3],
             DEFAULT_CACHE_TOKENS,
+            1.0,
         ]
     )
-    lower = np.array([0, 0, 0, 1e-3, 1e-3, 0, 0, 0, 0.2, 1.0, 0, MIN_CACHE_TOKENS / DEFAULT_CACHE_TOKENS])
-    upper = np.array([np.inf] * 8 + [2.0, MAX_KNEE_SHARPNESS, np.inf, MAX_CACHE_TOKENS / DEFAULT_CACHE_TOKENS])
+    lower = np.array([0, 0, 0, 1e-3, 1e-3, 0, 0, 0, 0.2, 1.0, 0, MIN_CACHE_TOKENS / DEFAULT_CACHE_TOKENS, 0.1])
+    upper = np.array(
+        [np.inf] * 8 + [2.0, MAX_KNEE_SHARPNESS, np.inf, MAX_CACHE_TOKENS / DEFAULT_CACHE_TOKENS, 10.0]
+    )
+    # A fixed cost per step (scheduling, launches) is a small part of the fastest step; left free it
+    # trades against the weight-read term, which small steps share, and reads as a slow host.
+    upper[0] = MAX_OVERHEAD_SHARE * fastest / scale[0]
     if not spill:
         upper[_SPILL] = 1e-12  # least_squares needs lower < upper; this is zero for every purpose
+    if work.small_matmul_max_tokens == 0:  # no such kernels: the factor means nothing, keep it at 1
+        lower[_SMALL], upper[_SMALL] = 1.0, 1.0 + 1e-12
 
     def residuals(z):
         return predict(z * scale, work, f) / times - 1.0
@@ -295,7 +306,10 @@ def calibrate(
             )
         hardware = "cpu-host"
     # Profiles written before the native CPU kernels ran matrix-vector kernels on one-token steps only.
-    work = StepWork.from_spec(spec, quantization or dtype, dtype, int(meta.get("matvec_max_tokens", 1)))
+    work = StepWork.from_spec(
+        spec, quantization or dtype, dtype, int(meta.get("matvec_max_tokens", 1)),
+        int(meta.get("small_matmul_max_tokens", 0)),
+    )  # fmt: skip
     result = fit_measurements(m, work, folds)
     cal = calibration_from_fit(
         m, result, model=spec.name, hardware=hardware, dtype=dtype, quantization=quantization

@@ -186,6 +186,7 @@ def _profile(
         "quantization": quantization,
         "native_kernels": native.status() if runner.device.type == "cpu" else None,
         "matvec_max_tokens": runner.matvec_max_tokens,
+        "small_matmul_max_tokens": runner.small_matmul_max_tokens,
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "llmsim_version": _version(),

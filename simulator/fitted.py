@@ -17,7 +17,9 @@ large ones); the smooth maximum bends between the two as real kernels do. A step
 work.matvec_max_tokens new tokens runs matrix-vector kernels, which stream weights at their own
 speed: its weight-read times are scaled by matvec_read_factor (the CPU backend's native kernels
 take steps of up to 4 tokens, at about half the time per byte of its larger matmuls; 1 token
-and about 0.75 before them). A row with one new token
+and about 0.75 before them). Steps of at most work.small_matmul_max_tokens tokens (32 on the CPU
+backend, 0 elsewhere) run the engine's small-matrix kernels, whose FLOP/s are matmul_flops x
+small_matmul_flops_factor. A row with one new token
 is a decode; the padding term prices engines whose batched decode attention pads every row to the
 longest context (the CPU backend does; paged GPU kernels fit it to about zero). The spill term
 prices a batched decode attention whose padded K/V working set outgrows the processor's caches:
@@ -68,6 +70,11 @@ class Coefficients(_Strict):
     attention_cache_tokens: float = Field(
         16384.0, gt=0, description="padded decode KV slots per step past which attention leaves the caches"
     )
+    small_matmul_flops_factor: float = Field(
+        1.0,
+        gt=0,
+        description="FLOP/s of steps of at most work.small_matmul_max_tokens tokens, relative to matmul_flops",
+    )
 
     @classmethod
     def names(cls) -> list[str]:
@@ -93,9 +100,19 @@ class StepWork(_Strict):
     matvec_max_tokens: int = Field(
         1, ge=1, description="the engine runs steps of at most this many new tokens with matrix-vector kernels"
     )
+    small_matmul_max_tokens: int = Field(
+        0, ge=0, description="and steps of at most this many with its small-matrix kernels (0: none)"
+    )
 
     @classmethod
-    def from_spec(cls, model: ModelSpec, weight_dtype: str, kv_dtype: str, matvec_max_tokens: int = 1) -> StepWork:
+    def from_spec(
+        cls,
+        model: ModelSpec,
+        weight_dtype: str,
+        kv_dtype: str,
+        matvec_max_tokens: int = 1,
+        small_matmul_max_tokens: int = 0,
+    ) -> StepWork:
         head_dtype = "fp16" if model.tie_embeddings else weight_dtype
         head_bytes = model.lm_head_params * dtype_bytes(head_dtype)
         return cls(
@@ -106,6 +123,7 @@ class StepWork(_Strict):
             attention_flops_per_pair=model.attention_flops(1, 1),
             kv_bytes_per_token=model.kv_bytes_per_token(kv_dtype),
             matvec_max_tokens=matvec_max_tokens,
+            small_matmul_max_tokens=small_matmul_max_tokens,
         )
 
 
@@ -165,8 +183,9 @@ def soft_hinge(x: np.ndarray, knee: float) -> np.ndarray:
 
 def predict(coefficients: np.ndarray, work: StepWork, f: StepFeatures) -> np.ndarray:
     """Seconds per step for a coefficient vector in `Coefficients.names()` order."""
-    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, matvec, p, a_spill, cache = coefficients
+    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, matvec, p, a_spill, cache, small = coefficients
     read = np.where(f.tokens <= work.matvec_max_tokens, matvec, 1.0) / bandwidth
+    flops = np.where(f.tokens <= work.small_matmul_max_tokens, small * flops, flops)
     linear = smooth_max(
         read * work.layer_weight_bytes,
         f.tokens * (work.layer_flops_per_token / flops),

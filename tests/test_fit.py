@@ -347,3 +347,27 @@ def test_served_steps_pull_the_fit_towards_the_shapes_serving_runs(tmp_path, cap
     capsys.readouterr()
     assert main(["calibrate", str(profile), "--served-steps", str(bad), "--out", str(tmp_path / "b.yaml")]) == 2
     assert "cached_tokens" in capsys.readouterr().err and not (tmp_path / "b.yaml").exists()
+
+
+def test_kernel_regimes_price_only_their_steps():
+    """matvec_read_factor applies to steps of at most matvec_max_tokens tokens, and
+    small_matmul_flops_factor to steps of at most small_matmul_max_tokens; other steps are as
+    without them."""
+    work = StepWork.from_spec(SPEC, "fp32", "fp32", matvec_max_tokens=4, small_matmul_max_tokens=32)
+    tokens = [1, 4, 5, 32, 33, 512]
+    features = StepFeatures.of([[n] for n in tokens], [[100] for _ in tokens])
+    base = TRUE.model_copy(update={"matvec_read_factor": 1.0})
+    both = TRUE.model_copy(update={"matvec_read_factor": 0.5, "small_matmul_flops_factor": 0.5})
+    before, after = predict(base.vector(), work, features), predict(both.vector(), work, features)
+    faster_reads, slower_flops = after[:2] < before[:2], after[2:4] > before[2:4]
+    assert faster_reads.all() and slower_flops.all()
+    np.testing.assert_allclose(after[4:], before[4:])
+    # without the regimes (GPU files, older profiles) the factors change nothing past one token
+    plain = predict(both.vector(), WORK, features)
+    np.testing.assert_allclose(plain[1:], predict(base.vector(), WORK, features)[1:])
+
+
+def test_older_files_name_the_matvec_factor_one_token_read_factor():
+    fields = TRUE.model_dump()
+    fields["one_token_read_factor"] = fields.pop("matvec_read_factor")
+    assert Coefficients(**fields).matvec_read_factor == TRUE.matvec_read_factor
