@@ -361,5 +361,9 @@ def run_cli(args) -> int:
         f"KV cache {runner.num_blocks} blocks x {runner.block_size} tokens, policy {args.policy}; "
         f"http://{args.host}:{args.port}/v1"
     )
+    if runner.device.type == "cpu":
+        from backend import native
+
+        print(f"native CPU kernels: {native.status()}")
     uvicorn.run(create_app(server), host=args.host, port=args.port, log_level=args.log_level)
     return 0
