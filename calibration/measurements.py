@@ -40,7 +40,7 @@ from simulator.fitted import StepFeatures
 REGIONS = ("prefill", "decode", "mixed")
 REQUIRED_COLUMNS = ("region", "layout", "median_s")
 TIME_COLUMNS = ("median_s", "p25_s", "p75_s", "min_s", "max_s")
-MIN_POINTS = 15  # twelve coefficients and a few points to spare
+MIN_POINTS = 16  # thirteen coefficients and a few points to spare
 
 
 def encode_layout(rows: list[tuple[int, int]]) -> str:
@@ -169,7 +169,7 @@ def load_measurements(path: str | Path) -> Measurements:
             raise ConfigError(f"{path}: layout of data row {i + 1}: {exc}") from None
     if len(frame) < MIN_POINTS:
         raise ConfigError(
-            f"{path}: {len(frame)} measured steps are too few to fit the model's twelve coefficients; "
+            f"{path}: {len(frame)} measured steps are too few to fit the model's thirteen coefficients; "
             f"at least {MIN_POINTS} are needed (llmsim profile --quick measures about 30)"
         )
     meta = {}

@@ -163,7 +163,7 @@ def test_engine_steps_become_a_measurements_file_calibrate_reads(tmp_path):
     from calibration.measurements import load_measurements
     from calibration.served_steps import steps_to_measurements
 
-    rows = [("40", "0", 0.05), ("1 1", "40 12", 0.02), ("30 1", "0 41", 0.04)] * 5
+    rows = [("40", "0", 0.05), ("1 1", "40 12", 0.02), ("30 1", "0 41", 0.04)] * 6
     steps = pd.DataFrame(rows, columns=["new_tokens", "cached_tokens", "execute_s"])
     path = steps_to_measurements([steps], tmp_path / "served.csv", model="llama-20m", dtype="fp32", threads=1)
     m = load_measurements(path)
