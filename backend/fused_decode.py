@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from backend import native
 from backend.attention import StepMetadata
@@ -68,10 +69,7 @@ class LayerPlan:
             (input_norm, (hidden,)), (w_qkv, (qkv_width, hidden)), (b_qkv, (qkv_width,)), (w_o, (hidden, q_width)),
             (post_norm, (hidden,)), (w_gate_up, (2 * inter, hidden)), (w_down, (hidden, inter)),
         )  # fmt: skip
-        plain = all(
-            type(m).__name__ == "Linear"
-            for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-        )
+        plain = all(isinstance(m, nn.Linear) for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj))
         self.usable = (
             plain
             and attn.o_proj.bias is None
