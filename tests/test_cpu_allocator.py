@@ -12,8 +12,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Page faults of the third execution of a decode step whose padded K/V gather (torch's attention
-# path) passes glibc's largest default mmap threshold (16 rows x 2,047 tokens of llama-20m):
-# buffers mapped afresh fault in every page each step; buffers reused from the heap fault none.
+# path) passes glibc's largest default mmap threshold (32 rows x 2,047 tokens of llama-20m: 33.5 MB
+# of K or V; at 16 rows, below 32 MiB, glibc's sliding threshold sometimes kept them in the heap by
+# itself): buffers mapped afresh fault in every page each step; buffers reused from the heap none.
 PROBE = """
 import resource, sys, torch
 import backend.cpu_allocator as allocator
@@ -22,8 +23,8 @@ if sys.argv[1] == "default":
 from backend.runner import ModelRunner
 from calibration.sweep import build_step
 torch.set_num_threads(1)
-runner = ModelRunner("llama-20m", device="cpu", num_blocks=2100)
-step = build_step([(1, 2047)] * 16, runner.num_blocks, runner.block_size)
+runner = ModelRunner("llama-20m", device="cpu", num_blocks=4200)
+step = build_step([(1, 2047)] * 32, runner.num_blocks, runner.block_size)
 for _ in range(2):
     runner.execute(step)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
