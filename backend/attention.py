@@ -15,6 +15,7 @@ Grouped-query attention never copies K/V per query head: SDPA's `enable_gqa` sha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 
 import torch
@@ -81,9 +82,18 @@ class StepMetadata:
     last_token_index: torch.Tensor  # [num_seqs] row of each sequence's last new token
     decode_rows: slice | torch.Tensor | None  # rows of single-token sequences, None if there are none
     decode_blocks: torch.Tensor | None  # [B, max_blocks] padded block tables of those sequences
-    decode_mask: torch.Tensor | None  # [B, 1, 1, max_blocks * block_size] bool, True where a key exists
     decode_lengths: torch.Tensor | None  # [B] keys of each of those sequences, the new token's included
     prefills: list[PrefillChunk]
+    block_size: int
+
+    @cached_property
+    def decode_mask(self) -> torch.Tensor | None:
+        """[B, 1, 1, max_blocks * block_size] bool, True where a key exists: built on first use
+        (torch's attention; the native kernel reads the lengths)."""
+        if self.decode_lengths is None:
+            return None
+        slots = torch.arange(self.decode_blocks.shape[1] * self.block_size, device=self.decode_lengths.device)
+        return (slots < self.decode_lengths[:, None])[:, None, None, :]
 
     @property
     def all_decode(self) -> bool:
@@ -119,17 +129,14 @@ def prepare_step(batch: StepBatch, block_size: int, device: torch.device) -> Ste
     slots = tables[seq_of_token, positions // block_size] * block_size + positions % block_size
 
     decode = [i for i, n in enumerate(counts) if n == 1]
-    decode_rows = decode_blocks = decode_mask = decode_lengths = None
+    decode_rows = decode_blocks = decode_lengths = None
     if decode:
         rows = starts[decode]
         contiguous = int(rows[-1] - rows[0]) == len(decode) - 1
         decode_rows = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows.to(device)
         dec_width = max(needed[i] for i in decode)
         decode_blocks = tables[decode, :dec_width].to(device)
-        lengths = cached_t[decode] + 1
-        decode_lengths = lengths.to(device)
-        decode_mask = torch.arange(dec_width * block_size) < lengths[:, None]
-        decode_mask = decode_mask[:, None, None, :].to(device)
+        decode_lengths = (cached_t[decode] + 1).to(device)
 
     prefills = []
     for i, n in enumerate(counts):
@@ -151,9 +158,9 @@ def prepare_step(batch: StepBatch, block_size: int, device: torch.device) -> Ste
         last_token_index=(ends - 1).to(device),
         decode_rows=decode_rows,
         decode_blocks=decode_blocks,
-        decode_mask=decode_mask,
         decode_lengths=decode_lengths,
         prefills=prefills,
+        block_size=block_size,
     )
 
 
@@ -166,8 +173,6 @@ def _prepare_decode(
     width = max(needed)
     tables = [list(t[:b]) + [0] * (width - b) for t, b in zip(batch.block_tables, needed)]
     slots = [t[c // block_size] * block_size + c % block_size for t, c in zip(tables, cached)]
-    lengths = torch.tensor(cached) + 1
-    mask = torch.arange(width * block_size) < lengths[:, None]
     return StepMetadata(
         input_ids=torch.tensor([t[0] for t in batch.token_ids], device=device),
         positions=torch.tensor(cached, device=device),
@@ -175,9 +180,9 @@ def _prepare_decode(
         last_token_index=torch.arange(num_seqs, device=device),
         decode_rows=slice(0, num_seqs),
         decode_blocks=torch.tensor(tables, device=device),
-        decode_mask=mask[:, None, None, :].to(device),
-        decode_lengths=lengths.to(device),
+        decode_lengths=torch.tensor(cached, device=device) + 1,
         prefills=[],
+        block_size=block_size,
     )
 
 

@@ -52,15 +52,22 @@ class StepArgs:
         )
 
 
+def _weights(layer) -> tuple:
+    """A decoder layer's tensors in the kernel's order: input norm, qkv weight and bias (or None),
+    o, post-attention norm, gate_up ([gate rows | up rows]), down."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return (
+        layer.input_layernorm.weight, attn.qkv_proj.weight, attn.qkv_proj.bias, attn.o_proj.weight,
+        layer.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight,
+    )  # fmt: skip
+
+
 class LayerPlan:
     """One decoder layer's side of the kernel's arguments, checked once."""
 
     def __init__(self, layer):
         attn, mlp = layer.self_attn, layer.mlp
-        self.weights = (
-            layer.input_layernorm.weight, attn.qkv_proj.weight, attn.qkv_proj.bias, attn.o_proj.weight,
-            layer.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight,
-        )  # fmt: skip
+        self.weights = _weights(layer)
         input_norm, w_qkv, b_qkv, w_o, post_norm, w_gate_up, w_down = self.weights
         hidden, inter = w_qkv.shape[1], w_down.shape[1]
         heads, kv_heads, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
@@ -69,7 +76,9 @@ class LayerPlan:
             (input_norm, (hidden,)), (w_qkv, (qkv_width, hidden)), (b_qkv, (qkv_width,)), (w_o, (hidden, q_width)),
             (post_norm, (hidden,)), (w_gate_up, (2 * inter, hidden)), (w_down, (hidden, inter)),
         )  # fmt: skip
-        plain = all(isinstance(m, nn.Linear) for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj))
+        plain = all(
+            isinstance(m, nn.Linear) for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        )
         self.usable = (
             plain
             and attn.o_proj.bias is None
@@ -87,13 +96,8 @@ class LayerPlan:
                 for t, shape in shapes
             )
         )
-        self.hidden, self.heads, self.kv_heads, self.head_dim, self.layer = (
-            hidden,
-            heads,
-            kv_heads,
-            d,
-            attn.layer,
-        )
+        self.hidden, self.heads, self.kv_heads, self.head_dim = hidden, heads, kv_heads, d
+        self.layer = attn.layer
         self.args = (
             hidden, input_norm.data_ptr(), w_qkv.data_ptr(), None if b_qkv is None else b_qkv.data_ptr(),
             w_o.data_ptr(), post_norm.data_ptr(), w_gate_up.data_ptr(), w_down.data_ptr(), inter,
@@ -102,19 +106,12 @@ class LayerPlan:
 
     def current(self, layer) -> bool:
         """Whether the layer still has the very weight tensors this plan was made from."""
-        attn, mlp = layer.self_attn, layer.mlp
-        now = (
-            layer.input_layernorm.weight, attn.qkv_proj.weight, attn.qkv_proj.bias, attn.o_proj.weight,
-            layer.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight,
-        )  # fmt: skip
-        return all(a is b for a, b in zip(now, self.weights))
+        return all(a is b for a, b in zip(_weights(layer), self.weights))
 
     def run(self, x: torch.Tensor, step: StepArgs, kv: PagedKVCache) -> None:
         """The layer on x [batch, hidden] (the residual stream, updated in place); k and v of the
         new tokens go to this layer's cache."""
-        lib = native.library()
-        if lib is None:
-            raise native.NativeBuildError(native.status())
+        lib = native.loaded()
         if not (
             x.shape == (step.batch, self.hidden)
             and x.dtype == torch.float32

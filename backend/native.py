@@ -34,6 +34,7 @@ __all__ = [
     "available",
     "build",
     "library",
+    "loaded",
     "paged_decode_attention",
     "rope_and_cache_",
     "silu_mul",
@@ -181,6 +182,14 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def loaded() -> ctypes.CDLL:
+    """The kernels, or NativeBuildError saying why they are not here."""
+    lib = library()
+    if lib is None:
+        raise NativeBuildError(status())
+    return lib
+
+
 def available() -> bool:
     return library() is not None
 
@@ -193,9 +202,7 @@ def status() -> str:
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [M, K] @ weight[N, K]^T (+ bias) for 1 <= M <= MAX_ROWS, fp32 on CPU, weight contiguous."""
-    lib = library()
-    if lib is None:
-        raise NativeBuildError(status())
+    lib = loaded()
     m, k = x.shape
     n = weight.shape[0]
     if weight.shape[1] != k:
@@ -217,9 +224,7 @@ def paged_decode_attention(
     """Single-token queries q [B, heads, head_dim] against their keys and values in one layer's
     paged cache (k_cache, v_cache [num_blocks, block_size, kv_heads, head_dim]); sequence b has
     lengths[b] keys in blocks block_tables[b]. fp32 on CPU. Returns [B, heads, head_dim]."""
-    lib = library()
-    if lib is None:
-        raise NativeBuildError(status())
+    lib = loaded()
     b, heads, d = q.shape
     _, block_size, kv_heads, cache_d = k_cache.shape
     if cache_d != d or heads % kv_heads or v_cache.shape != k_cache.shape:
@@ -247,9 +252,7 @@ def add_rms_norm(
 ) -> torch.Tensor:
     """residual += delta (in place; skipped when delta is None), then return RMSNorm(residual) *
     weight. fp32 on CPU; residual [rows, dim] contiguous."""
-    lib = library()
-    if lib is None:
-        raise NativeBuildError(status())
+    lib = loaded()
     if residual.dim() != 2 or not residual.is_contiguous():
         raise ValueError("residual must be a contiguous [rows, dim] tensor")
     rows, dim = residual.shape
@@ -281,9 +284,7 @@ def rope_and_cache_(
     """Rotate the q and k parts of qkv [tokens, (heads + 2 kv_heads) head_dim] in place (cos, sin:
     [max_positions, head_dim] tables, sign folded into sin) and store k and v of token t in cache
     slot slots[t] (k_cache, v_cache [..., kv_heads, head_dim], contiguous). fp32 on CPU."""
-    lib = library()
-    if lib is None:
-        raise NativeBuildError(status())
+    lib = loaded()
     tokens, width = qkv.shape
     d = cos.shape[1]
     if qkv.stride(1) != 1 or width != (heads + 2 * kv_heads) * d or d % 2:
@@ -305,9 +306,7 @@ def rope_and_cache_(
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up for gate_up [rows, 2n] holding [gate | up]; returns [rows, n]. fp32 on CPU."""
-    lib = library()
-    if lib is None:
-        raise NativeBuildError(status())
+    lib = loaded()
     gate_up = gate_up.contiguous()
     rows, width = gate_up.shape
     out = torch.empty(rows, width // 2, dtype=torch.float32)

@@ -112,19 +112,19 @@ class ModelRunner:
         return linear
 
     @property
+    def native_kernels(self) -> bool:
+        """Whether steps run the native CPU kernels (fp32 on CPU, when they could be built)."""
+        return self.device.type == "cpu" and self.dtype == torch.float32 and native.available()
+
+    @property
     def matvec_max_tokens(self) -> int:
-        """Steps of at most this many new tokens run matrix-vector kernels, bound by reading the
-        weights (native on CPU in fp32)."""
-        if self.device.type == "cpu" and self.dtype == torch.float32 and native.available():
-            return native.STREAM_ROWS
-        return 1
+        """Steps of at most this many new tokens run matrix-vector kernels, bound by reading the weights."""
+        return native.STREAM_ROWS if self.native_kernels else 1
 
     @property
     def small_matmul_max_tokens(self) -> int:
         """Steps of at most this many new tokens run the native small-matrix kernels (0: none)."""
-        if self.device.type == "cpu" and self.dtype == torch.float32 and native.available():
-            return native.MAX_ROWS
-        return 0
+        return native.MAX_ROWS if self.native_kernels else 0
 
     def _blocks_for_budget(self, kv_cache_gb: float | None) -> int:
         if kv_cache_gb is not None and kv_cache_gb <= 0:
