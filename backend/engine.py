@@ -161,12 +161,15 @@ class Engine:
         self._sampling.pop(seq.seq_id, None)
 
     # --- the loop ---------------------------------------------------------------------------
-    def step(self) -> StepRecord | None:
-        """Schedule, execute and complete one step; None when nothing can run."""
+    def step(self, at: float | None = None) -> StepRecord | None:
+        """Schedule, execute and complete one step; None when nothing can run.
+
+        `at` is the engine-clock instant the scheduler decides for (default: now); a replay that
+        admits requests at step boundaries passes the boundary, as the simulator decides then."""
         t0 = time.perf_counter()
         preempted = 0
         for _ in range(_MAX_EMPTY_STEPS):
-            step = self.scheduler.schedule(self.now())
+            step = self.scheduler.schedule(self.now() if at is None else at)
             if step is None:
                 return None
             preempted += len(step.preempted)

@@ -142,40 +142,47 @@ def _warm_request(i: int, prompt: int) -> Request:
 
 
 def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True) -> EngineRun:
-    """Serve `workload` on `engine` in real time; times in the results start at the first arrival."""
+    """Serve `workload` on `engine` in real time; times in the results start at the first arrival.
+
+    Requests join at step boundaries, decided on the recorded clock as the simulator decides
+    them: a busy engine admits what arrived by the end of its last step, an idle one sleeps until
+    the next arrival and admits what arrived by then. Each step's boundary is recorded
+    (`decided_at`), so the schedule is a function of the recorded step times alone and the
+    simulator, fed those times, must reproduce it exactly (calibration/schedule_check.py)."""
     first_step = len(engine.records)
     pending = deque(workload.requests)
     served: list[tuple] = []  # (request, sequence)
     samples = []
+    decided: list[float] = []
     bar = tqdm(total=len(workload), desc="engine", unit="req", disable=not progress, leave=False)
     offset = engine.now()
+    boundary = 0.0  # the current step boundary, on the run's clock
     done = 0
     while pending or engine.has_work:
-        now = engine.now() - offset
-        while pending and pending[0].arrival <= now:
+        while pending and pending[0].arrival <= boundary:
             r = pending.popleft()
             seq = engine.add_request(token_prompt(r, seed), r.output_tokens, ignore_eos=True,
                                      arrival=offset + r.arrival, request_class=r.request_class,
                                      priority=r.priority)  # fmt: skip
             served.append((r, seq))
-        if engine.has_work:
-            sched = engine.scheduler
-            samples.append(
-                (engine.now() - offset, sched.num_waiting, sched.num_running, sched.blocks.usage, 1)
-            )
-            if engine.step() is None:  # nothing can run now: wait for the next arrival, if any
-                if not pending:
-                    break  # left as unfinished
-                _sleep_until(engine, offset + pending[0].arrival)
-        else:
-            samples.append((engine.now() - offset, 0, 0, engine.scheduler.blocks.usage, 0))
-            _sleep_until(engine, offset + pending[0].arrival)
+        sched = engine.scheduler
+        state = (boundary, sched.num_waiting, sched.num_running, sched.blocks.usage)  # before the step
+        record = engine.step(at=offset + boundary) if engine.has_work else None
+        samples.append((*state, int(record is not None)))
+        if record is not None:
+            decided.append(boundary)
+            boundary = record.end - offset
+        else:  # idle, or nothing can run now: wait for the next arrival, if any
+            if not pending:
+                break  # anything still queued is left as unfinished
+            boundary = max(boundary, pending[0].arrival)
+            _sleep_until(engine, offset + boundary)
         if progress:  # counting costs a pass over the requests: only when someone watches
             finished = sum(seq.finish_time is not None for _, seq in served)
             bar.update(finished - done)
             done = finished
     bar.close()
-    samples.append((engine.now() - offset, 0, 0, engine.scheduler.blocks.usage, 0))
+    samples.append((max(boundary, engine.now() - offset), 0, 0, engine.scheduler.blocks.usage, 0))
 
     from backend.engine import to_request_records
 
@@ -189,6 +196,7 @@ def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True) 
     steps = engine.records_frame().iloc[first_step:].reset_index(drop=True)
     for column in ("start", "end"):
         steps[column] -= offset
+    steps.insert(1, "decided_at", decided)
     summary = summarize(records, slos=workload.slos, timeseries=timeseries)
     runner = engine.runner
     info = {"measured": True, "engine": "backend.engine.Engine (in process)", "device": str(runner.device),

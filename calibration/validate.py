@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from calibration.accuracy import Comparison, Tolerances, compare, overlay_plots
+from calibration.matched import simulate_like
 from calibration.replay import HostOverhead, WithHostOverhead, build_engine, engine_settings, replay, warm_up
+from calibration.schedule_check import ScheduleCheck, check_schedule
 from simulator.bench import truncate
 from simulator.errors import ConfigError
 from simulator.execution import ExecutionModel
@@ -28,23 +30,17 @@ from simulator.report import write_text_atomic
 from simulator.results import Results
 from simulator.scenario import Scenario
 from simulator.simulation import Deployment, execution_model
-from simulator.simulation import run as simulate_run
 from simulator.workload import Workload, generate
 
 
-def simulate_like(
+def simulate_with_overhead(
     scenario: Scenario, workload: Workload, settings: dict, overhead: HostOverhead | None, seed: int
 ) -> Results:
-    """The scenario simulated with the engine's capacity and scheduler settings, on `workload`."""
-    scheduler = scenario.scheduler.model_validate(settings["scheduler"])
-    deployment_cfg = scenario.deployment.model_copy(update={"replicas": 1})
-    matched = scenario.model_copy(update={"scheduler": scheduler, "deployment": deployment_cfg,
-                                          "autoscaling": None, "seed": seed})  # fmt: skip
-    execution = execution_model(matched)
+    """The scenario's step-time model plus the engine's host overhead, with the engine's settings."""
+    execution = execution_model(scenario)
     if overhead is not None:
         execution = WithHostOverhead(execution, overhead)
-    deployment = Deployment(matched, settings["num_blocks"], execution, settings["max_model_len"])
-    return simulate_run(matched, seed, deployment=deployment, workload=workload)
+    return simulate_like(scenario, workload, settings, seed, execution=execution)
 
 
 def step_model_error(steps: pd.DataFrame, model: ExecutionModel) -> dict:
@@ -79,6 +75,7 @@ class Validation:
     steps: pd.DataFrame | None = None
     step_errors: dict = field(default_factory=dict)  # see step_model_error
     workload: Workload | None = None  # the requests both sides served (send times with --url)
+    schedule_check: ScheduleCheck | None = None  # the engine's own step times replayed (in-process runs)
 
     def save(self, out: str | Path) -> Path:
         out = Path(out)
@@ -92,6 +89,7 @@ class Validation:
         overlay_plots(self.measured, self.simulated, out / "plots")
         report = {"passed": self.comparison.passed, "tolerances": self.comparison.tolerances.__dict__,
                   "settings": self.settings, "step_model_error": self.step_errors,
+                  "schedule_check": None if self.schedule_check is None else self.schedule_check.__dict__,
                   "comparison": json.loads(self.comparison.table.to_json(orient="records"))}  # fmt: skip
         write_text_atomic(out / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
         return out
@@ -131,10 +129,13 @@ def validate(
         steps = None
     settings.update({"seed": seed, "scenario": scenario.name, "requests": len(workload),
                      "calibration": scenario.execution.calibration})  # fmt: skip
-    simulated = simulate_like(scenario, workload, settings, overhead, seed)
+    simulated = simulate_with_overhead(scenario, workload, settings, overhead, seed)
     comparison = compare(measured, simulated, tolerances or Tolerances())
-    errors = step_model_error(steps, execution_model(scenario)) if steps is not None and len(steps) else {}
-    return Validation(measured, simulated, comparison, settings, steps, errors, workload)
+    errors, schedule = {}, None
+    if steps is not None and len(steps):
+        errors = step_model_error(steps, execution_model(scenario))
+        schedule = check_schedule(measured, steps, scenario, workload, settings, seed)
+    return Validation(measured, simulated, comparison, settings, steps, errors, workload, schedule)
 
 
 def resimulate(
@@ -144,14 +145,13 @@ def resimulate(
     (`scenario` differs from the validated one only in its execution section)."""
     s = validation.settings
     overhead = HostOverhead(**s["host_overhead"]) if s.get("host_overhead") else None
-    simulated = simulate_like(scenario, validation.workload, s, overhead, s["seed"])
+    simulated = simulate_with_overhead(scenario, validation.workload, s, overhead, s["seed"])
     comparison = compare(validation.measured, simulated, tolerances or validation.comparison.tolerances)
     steps = validation.steps.copy() if validation.steps is not None else None
     errors = step_model_error(steps, execution_model(scenario)) if steps is not None and len(steps) else {}
     settings = {**s, "calibration": scenario.execution.calibration}
-    return Validation(
-        validation.measured, simulated, comparison, settings, steps, errors, validation.workload
-    )
+    return Validation(validation.measured, simulated, comparison, settings, steps, errors, validation.workload,
+                      validation.schedule_check)  # fmt: skip
 
 
 def _measure_server(scenario, url, seed, num_blocks, max_requests, progress):
@@ -185,7 +185,8 @@ def _measure_server(scenario, url, seed, num_blocks, max_requests, progress):
 
 
 def run_cli(args) -> int:
-    """`llmsim validate`: exit 0 when every checked statistic is within tolerance, 1 otherwise."""
+    """`llmsim validate`: exit 0 when every checked statistic is within tolerance and the schedule
+    check (in-process runs) found the simulator making the engine's schedule; 1 otherwise."""
     from calibration.accuracy import print_comparison
     from simulator.scenario import load_scenario
 
@@ -205,6 +206,8 @@ def run_cli(args) -> int:
         f"{s['block_size']} tokens, policy {s['scheduler']['policy']} (the simulator used the same)"
     )
     print_comparison(result.comparison, title=f"{scenario.name}: simulated vs measured")
+    if result.schedule_check is not None:
+        print(result.schedule_check.line())
     if result.step_errors:
         parts = [f"{kind} {e['total_time_error']:+.1%} over {e['steps']} steps"
                  for kind, e in result.step_errors.items() if kind != "all"]  # fmt: skip
@@ -214,4 +217,5 @@ def run_cli(args) -> int:
     print(
         f"results: {out}/ (comparison.csv, validation.json, measured/, simulated/, plots/*_real_vs_sim.png)"
     )
-    return 0 if result.comparison.passed else 1
+    schedule_ok = result.schedule_check is None or result.schedule_check.identical
+    return 0 if result.comparison.passed and schedule_ok else 1
