@@ -1,5 +1,7 @@
 """The SimPy model end to end: determinism, conservation, Little's law and queueing theory."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,12 @@ def test_results_folder_has_every_output(tmp_path):
     for name in ("summary.json", "requests.csv", "timeseries.csv", "plots/ttft_cdf.png", "plots/queue_kv.png"):
         assert (out / name).stat().st_size > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert "wall_time_s" in json.loads((out / "run_log.json").read_text())
+
+
+def test_identical_runs_write_identical_summaries(tmp_path):
+    """summary.json holds what the run determines; the wall time goes to run_log.json."""
+    first = run(scenario(workload__num_requests=50)).save(tmp_path / "a")
+    second = run(scenario(workload__num_requests=50)).save(tmp_path / "b")
+    assert (first / "summary.json").read_bytes() == (second / "summary.json").read_bytes()
+    assert "wall_time" not in (first / "summary.json").read_text()
