@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/llmsim run scenarios/chatbot_a10g.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,

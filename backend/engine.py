@@ -24,9 +24,9 @@ import pandas as pd
 
 from backend.runner import ModelRunner
 from backend.sampling import GREEDY, SamplingParams
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
+from simulator.common.files import write_text_atomic
 from simulator.metrics import STATUS_ERROR, STATUS_OK, STATUS_REJECTED, STATUS_UNFINISHED, RequestRecord
-from simulator.report import write_text_atomic
 from simulator.scheduling import SchedulerConfig, SeqStatus, Sequence, make_block_manager, make_scheduler
 
 _MAX_EMPTY_STEPS = 8  # scheduler calls in a row that only preempt before a step gives up

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.engine import Engine
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 from simulator.scheduling import Sequence
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import torch
 from safetensors import safe_open
 
 from backend.model import Llama
-from simulator.errors import ConfigError
-from simulator.specs import ModelSpec
+from simulator.common.errors import ConfigError
+from simulator.spec import ModelSpec
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 

@@ -20,7 +20,7 @@ from backend.attention import StepBatch, StepMetadata, paged_attention, prepare_
 from backend.device import resolve_device, resolve_dtype
 from backend.fused_decode import LayerPlan, StepArgs
 from backend.kv_cache import PagedKVCache
-from simulator.specs import ModelSpec
+from simulator.spec import ModelSpec
 
 __all__ = ["Llama", "StepBatch", "build_model", "linear"]
 

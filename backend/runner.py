@@ -18,9 +18,9 @@ from backend.device import dtype_name, resolve_device, resolve_dtype
 from backend.model import Llama, StepBatch, build_model
 from backend.quant import quantize_int8, weight_bytes
 from backend.sampling import GREEDY, SamplingParams, sample
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 from simulator.scheduling import Sequence, Step
-from simulator.specs import ModelSpec, get_model
+from simulator.spec import ModelSpec, get_model
 
 QUANTIZATIONS = (None, "int8")
 DEFAULT_CPU_KV_GB = 1.0

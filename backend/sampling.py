@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 

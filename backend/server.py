@@ -310,7 +310,7 @@ def build_server(
     from backend.device import resolve_device
     from backend.loader import load_checkpoint
     from backend.runner import ModelRunner
-    from simulator.errors import ConfigError
+    from simulator.common.errors import ConfigError
     from simulator.scheduling import SchedulerConfig
 
     if model is None and checkpoint is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 BYTE_OFFSET = 3

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from calibration.accuracy import Tolerances
-from calibration.validate import resimulate, validate
+from calibration.validation.accuracy import Tolerances
+from calibration.validation.validate import resimulate, validate
 from simulator.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def scenario(model: str, calibration: Path, lengths: Path, policy: str, rate: fl
 
 
 def _in_catalog(name: str) -> bool:
-    from simulator.specs import hardware_names
+    from simulator.spec import hardware_names
 
     return name in hardware_names()
 
@@ -80,8 +80,8 @@ def find_calibration(model: str, out_dir: Path, profile: bool, max_batch: int) -
     shipped = sorted((ROOT / "calibration" / "profiles").glob(f"{model}*cpu*.yaml"))
     if shipped and not profile:
         return shipped[0]
-    from calibration.fit import calibrate
-    from calibration.profile import profile as run_profile
+    from calibration.fitting.fit import calibrate
+    from calibration.measure.profile import profile as run_profile
 
     csv = out_dir / f"{model}-cpu-profile.csv"
     print(f"profiling {model} on this CPU ({torch.get_num_threads()} threads) ...", flush=True)
@@ -167,8 +167,8 @@ class Study:
 def served_calibration(args, steps: list[pd.DataFrame], profiled: Path) -> Path:
     """A calibration fitted to the profile's points together with the engine steps of the
     training runs (the profile keeps shapes the training runs did not reach covered)."""
-    from calibration.fit import calibrate
-    from calibration.served_steps import steps_to_measurements
+    from calibration.fitting.fit import calibrate
+    from calibration.measure.served_steps import steps_to_measurements
 
     profile_csv = profiled.with_suffix(".csv") if profiled.with_suffix(".csv").is_file() else \
         profiled.with_name(profiled.stem + "-profile.csv")

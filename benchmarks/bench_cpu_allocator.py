@@ -35,7 +35,7 @@ def measure(model: str, threads: int, repeats: int, tuned: bool) -> dict[str, fl
     if not tuned:
         allocator._applied = False  # the runner then leaves glibc's defaults alone
     from backend.runner import ModelRunner
-    from calibration.sweep import build_step
+    from calibration.measure.step_grid import build_step
 
     torch.set_num_threads(threads)
     runner = ModelRunner(model, device="cpu", dtype="fp32", seed=0)

@@ -26,7 +26,7 @@ from backend.engine import Engine
 from backend.model import linear
 from backend.runner import ModelRunner
 from simulator.scheduling import SchedulerConfig
-from simulator.specs import get_model
+from simulator.spec import get_model
 
 PROMPT = 128
 

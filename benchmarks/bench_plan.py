@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from simulator.capacity_report import print_plan
-from simulator.plan import run_plan
+from simulator.studies.capacity_report import print_plan
+from simulator.studies.plan import run_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "scenarios" / "azure_conv_a100.yaml"

@@ -10,8 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from simulator.scenario import load_scenario
-from simulator.simulation import run
+from simulator.scenario import load_scenario, run
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "azure_conv_a100.yaml"
 

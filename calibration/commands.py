@@ -1,16 +1,16 @@
-"""What `llmsim profile` and `llmsim calibrate` do, behind the thin parsers in simulator/cli.py."""
+"""What `llmsim profile` and `llmsim calibrate` do, behind the thin parsers in calibration/cli.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.errors import ConfigError
-from simulator.report import write_text_atomic
+from simulator.common.errors import ConfigError
+from simulator.common.files import write_text_atomic
 
 
 def run_profile(args) -> int:
-    from calibration.measurements import meta_path
-    from calibration.profile import profile
+    from calibration.measure.measurements import meta_path
+    from calibration.measure.profile import profile
 
     frame, meta = profile(
         args.model,
@@ -44,8 +44,8 @@ def _with_served_steps(profile_csv: Path, steps_csvs: list[str], out: Path, mode
     """The profile's points plus the engine steps of served runs, as one measurements CSV next to `out`."""
     import pandas as pd
 
-    from calibration.measurements import load_measurements
-    from calibration.served_steps import steps_to_measurements
+    from calibration.measure.measurements import load_measurements
+    from calibration.measure.served_steps import steps_to_measurements
 
     meta = load_measurements(profile_csv).meta
     frames = []
@@ -68,10 +68,10 @@ def _with_served_steps(profile_csv: Path, steps_csvs: list[str], out: Path, mode
 
 
 def run_calibrate(args) -> int:
-    from calibration.fit import calibrate, residual_plot_path
-    from calibration.fit_report import print_fit
-    from calibration.transfer import transfer
-    from simulator.calibration_file import load_calibration
+    from calibration.fitting.fit import calibrate, residual_plot_path
+    from calibration.fitting.fit_report import print_fit
+    from calibration.fitting.transfer import transfer
+    from simulator.execution.calibration_file import load_calibration
 
     source = args.measurements
     if source is None:

@@ -3,13 +3,16 @@
     import simulator
     results = simulator.run(simulator.load_scenario("scenarios/chatbot_a10g.yaml"))
     results.summary, results.requests, results.timeseries, results.plot("plots/")
+
+Subpackages, each importing only those below it (checked by import-linter in `make test`):
+common < spec, scheduling, metrics < workload, execution < serving < scenario < studies < cli.
 """
 
 _EXPORTS = {
-    "run": "simulator.simulation",
-    "load_scenario": "simulator.scenario",
-    "parse_scenario": "simulator.scenario",
-    "Results": "simulator.results",
+    "run": "simulator.scenario.runner",
+    "load_scenario": "simulator.scenario.loading",
+    "parse_scenario": "simulator.scenario.loading",
+    "Results": "simulator.metrics.results",
 }
 
 

@@ -1,18 +1,25 @@
-"""The `llmsim` command line: one subcommand per question a user asks."""
+"""The `llmsim` command line: one subcommand per question a user asks.
+
+The simulator's own commands (run, sweep, plan, compare) are defined here. Packages above the
+simulator add theirs through the `llmsim.commands` entry points (a function that adds its
+subparsers): calibration (profile, calibrate, bench, validate) and the engine (serve).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
+
+COMMANDS_GROUP = "llmsim.commands"
 
 
 def _cmd_run(args) -> int:
-    from simulator.report import print_summary
-    from simulator.scenario import load_scenario
-    from simulator.simulation import run
+    from simulator.metrics.report import print_summary
+    from simulator.scenario import load_scenario, run
 
     scenario = load_scenario(args.scenario, args.set)
     results = run(scenario, seed=args.seed)
@@ -55,15 +62,15 @@ def _print_autoscaling(scenario, results, compare: bool) -> None:
           f"{scaling['replica_hours']:.2f} replica-hours, ${scaling['usd_per_day']:,.2f} per day "
           "(replicas over time: replicas.csv, plots/replicas.png)")
     if compare:
-        from simulator.scaling_compare import autoscaled_vs_fixed
+        from simulator.studies.scaling_compare import autoscaled_vs_fixed
 
         table, _ = autoscaled_vs_fixed(scenario, seed=results.info["seed"])
         print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
 
 
 def _cmd_sweep(args) -> int:
-    from simulator.capacity_report import print_sweep
-    from simulator.sweep import run_sweep
+    from simulator.studies.capacity_report import print_sweep
+    from simulator.studies.sweep import run_sweep
 
     result = run_sweep(args.scenario, args.set, seeds=args.seeds, workers=args.workers, ray=args.ray,
                        max_rate=True if args.max_rate else None)
@@ -75,8 +82,8 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from simulator.capacity_report import print_plan
-    from simulator.plan import run_plan
+    from simulator.studies.capacity_report import print_plan
+    from simulator.studies.plan import run_plan
 
     result = run_plan(args.scenario, overrides=args.set, seeds=args.seeds, workers=args.workers, ray=args.ray)
     out = Path(args.out) if args.out else Path("results") / result.name / "plan"
@@ -133,81 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel_options(p)
     p.set_defaults(func=_cmd_plan)
 
-    _add_bench_parser(sub)
-    _add_validate_parser(sub)
     _add_compare_parser(sub)
-    _add_serve_parser(sub)
-    _add_calibration_parsers(sub)
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        entry.load()(sub)  # commands of the engine and of calibration, which the simulator does not import
     return parser
 
 
-def _cmd_bench(args) -> int:
-    from simulator.bench import run_cli
-
-    return run_cli(args)
-
-
-def _add_bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="measure any OpenAI-compatible server with a scenario's workload")
-    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--scenario", default=None, help="scenario YAML whose workload is sent (else the flags below)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario field, e.g. --set workload.arrival.rate=4 (repeatable)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's, or 0)")
-    p.add_argument("--model", default=None, help="model name sent to the server (default: the first it lists)")
-    p.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY)")
-    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
-    p.add_argument("--prompt-format", choices=["auto", "tokens", "text"], default="auto",
-                   help="prompts as token ids or as text (auto: token ids when the server takes them)")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="closed loop: this many clients back to back, ignoring arrival times")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request before it counts as an error")
-    p.add_argument("--max-requests", type=int, default=None, help="send only the first N requests")
-    p.add_argument("--rate", type=float, default=None, help="without --scenario: Poisson rate (default: all at once)")
-    p.add_argument("--num-requests", type=int, default=100, help="without --scenario: requests (default 100)")
-    p.add_argument("--prompt-tokens", type=int, default=256, help="without --scenario: prompt length (default 256)")
-    p.add_argument("--output-tokens", type=int, default=128, help="without --scenario: output length (default 128)")
-    p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/bench)")
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_validate(args) -> int:
-    from calibration.validate import run_cli  # torch loads only for this command
-
-    return run_cli(args)
-
-
-def _add_validate_parser(sub) -> None:
-    p = sub.add_parser("validate", help="run a scenario on the real engine and in the simulator; report the error")
-    p.add_argument("scenario", help="scenario YAML (normally with execution: {calibration: PATH})")
-    p.add_argument("--url", default=None, help="measure this running server (llmsim bench) instead of the engine")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario field, e.g. --set workload.arrival.rate=2 (repeatable)")
-    p.add_argument("--tolerance", action="append", default=[], metavar="KIND=VALUE",
-                   help="largest |relative error| accepted, KIND one of mean, p50, p90, p99, throughput "
-                   "(fractions; 'none' to report only) or abs_ms; default mean=0.10 p50=0.10 p90=0.15 "
-                   "throughput=0.05 abs_ms=0.5")
-    p.add_argument("--device", default="cpu", help="engine device: cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (match the calibration's)")
-    p.add_argument("--num-blocks", type=int, default=None,
-                   help="KV-cache blocks of the engine (default: the runner's budget), or of the server with --url")
-    p.add_argument("--max-requests", type=int, default=None, help="only the first N requests of the workload")
-    p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/validate)")
-    p.set_defaults(func=_cmd_validate)
-
-
 def _cmd_compare(args) -> int:
-    from simulator.compare import compare, parse_variant, policy_variant
-    from simulator.compare_report import print_comparison
     from simulator.scenario import load_scenario
+    from simulator.studies.compare import compare, parse_variant, policy_variant
+    from simulator.studies.compare_report import print_comparison, save_comparison
 
     scenario = load_scenario(args.scenario, args.set)
     variants = [policy_variant(v) if kind == "policy" else parse_variant(v) for kind, v in args.variants]
     comparison = compare(scenario, variants, args.replications, seed=args.seed, workers=args.workers,
                          ray=args.ray, progress=True)
     out = Path(args.out) if args.out else Path("results") / scenario.name / "compare"
-    comparison.save(out)
+    save_comparison(comparison, out)
     print_comparison(comparison)
     print(f"results: {out}/ (comparison.csv, comparison.json, runs.csv, plots/*.png)")
     return 0
@@ -255,91 +204,6 @@ def _add_compare_parser(sub) -> None:
                    help="override a scenario field for every variant, e.g. --set workload.arrival.rate=4")
     _add_parallel_options(p)
     p.set_defaults(func=_cmd_compare)
-
-
-def _cmd_serve(args) -> int:
-    from backend.server import run_cli  # torch and the web stack load only for this command
-
-    return run_cli(args)
-
-
-def _add_serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="serve the engine as an OpenAI-compatible HTTP server")
-    p.add_argument("--model", default=None, help="catalog model name (random weights), e.g. llama-100m; "
-                   "with --checkpoint, the name the server reports (default: the folder's name)")
-    p.add_argument("--checkpoint", default=None, metavar="DIR", help="Hugging Face safetensors folder to load")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 endpoints")
-    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and activations")
-    p.add_argument("--quantization", default=None, choices=["int8"], help="int8 weight-only linear layers")
-    p.add_argument("--max-num-seqs", type=int, default=256, help="most sequences in one step (default 256)")
-    p.add_argument("--max-waiting", type=int, default=None,
-                   help="refuse requests (HTTP 429) while this many are waiting (default: unbounded)")
-    p.add_argument("--policy", default="vllm", help="batching policy, a scheduler policy name (default vllm)")
-    p.add_argument("--max-model-len", type=int, default=None, help="longest prompt + output (default: the model's)")
-    p.add_argument("--kv-cache-gb", type=float, default=None,
-                   help="KV-cache memory in GiB (default: 1 on CPU, 80%% of free memory on a GPU)")
-    p.add_argument("--enable-prefix-caching", action="store_true", help="share KV blocks of equal prompt prefixes")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.set_defaults(func=_cmd_serve)
-
-
-def _cmd_profile(args) -> int:
-    from calibration.commands import run_profile  # torch loads only for this command
-
-    return run_profile(args)
-
-
-def _cmd_calibrate(args) -> int:
-    if args.from_bench:
-        from calibration.from_bench import run_cli
-
-        return run_cli(args)
-    from calibration.commands import run_calibrate
-
-    return run_calibrate(args)
-
-
-def _add_calibration_parsers(sub) -> None:
-    p = sub.add_parser("profile", help="time the real engine's steps on a device; write a measurements CSV")
-    p.add_argument("--model", required=True, help="catalog model name, e.g. llama-100m")
-    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="activations and KV cache")
-    p.add_argument("--quantization", default=None, choices=["int8"], help="int8 weight-only quantisation")
-    p.add_argument("--out", required=True, help="measurements CSV (metadata goes to NAME.meta.json)")
-    p.add_argument("--quick", action="store_true", help="a small sweep (about a minute): a smoke test")
-    p.add_argument("--max-tokens", type=int, default=None, help="largest step in new tokens (default 2048)")
-    p.add_argument("--max-batch", type=int, default=None, help="largest decode batch (default 128 CPU, 256 GPU)")
-    p.add_argument("--kv-gb", type=float, default=None, help="KV cache GiB (default: the engine's budget)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per step shape (default 5, quick 3)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 is far steadier on a shared machine)")
-    p.set_defaults(func=_cmd_profile)
-
-    p = sub.add_parser("calibrate", help="fit a measurements CSV into a calibration file (or transfer one)")
-    p.add_argument("measurements", nargs="?", default=None,
-                   help="measurements CSV from llmsim profile, or a measured calibration YAML with --transfer-to")
-    p.add_argument("--out", default=None, help="calibration YAML (default: next to the CSV)")
-    p.add_argument("--model", default=None, help="catalog model (default: the profile's metadata)")
-    p.add_argument("--hardware", default=None,
-                   help="hardware name scenarios use for the device (default cpu-host for CPU profiles)")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the profile's metadata)")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the held-out error (default 5)")
-    p.add_argument("--transfer-to", default=None, metavar="HARDWARE",
-                   help="carry the fit's efficiencies to this catalog GPU (provenance: transferred)")
-    p.add_argument("--target-model", default=None, help="with --transfer-to: another catalog model")
-    p.add_argument("--target-dtype", default="bf16", help="with --transfer-to: dtype on the target (default bf16)")
-    p.add_argument("--served-steps", nargs="+", default=None, metavar="ENGINE_STEPS_CSV",
-                   help="add the engine steps of served workloads (engine_steps.csv of llmsim validate) to the "
-                   "profile's points, so the fit weighs the shapes serving runs")
-    p.add_argument("--from-bench", nargs="+", default=None, metavar="RESULTS_DIR",
-                   help="fit `llmsim bench` results of any OpenAI-compatible server instead of a profile "
-                   "(with --model and --hardware; --dtype default fp16)")
-    p.set_defaults(func=_cmd_calibrate)
 
 
 def main(argv: list[str] | None = None) -> int:

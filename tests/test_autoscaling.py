@@ -7,12 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator.autoscaling import timeline_frame
 from simulator.cli import main
-from simulator.errors import ConfigError
-from simulator.scaling_compare import autoscaled_vs_fixed
-from simulator.scenario import load_scenario, parse_scenario
-from simulator.simulation import run
+from simulator.common.errors import ConfigError
+from simulator.metrics.replica_timeline import timeline_frame
+from simulator.scenario import load_scenario, parse_scenario, run
+from simulator.studies.scaling_compare import autoscaled_vs_fixed
 from simulator.workload import generate, load_workload
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from backend.device import dtype_name, resolve_device, resolve_dtype
 from backend.kv_cache import PagedKVCache
 from backend.model import StepBatch, build_model
 from backend.quant import Int8Linear, quantize_int8, weight_bytes
-from simulator.errors import ConfigError
-from simulator.specs import ModelSpec
+from simulator.common.errors import ConfigError
+from simulator.spec import ModelSpec
 
 SPEC = ModelSpec(
     "tiny",

@@ -14,10 +14,10 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from simulator.bench import bench, bench_scenario_workload, flag_workload
+from calibration.measure.bench import bench, bench_scenario_workload, flag_workload
+from calibration.measure.loadgen import Target, text_prompt, token_prompt
 from simulator.cli import main
-from simulator.errors import ConfigError
-from simulator.loadgen import Target, text_prompt, token_prompt
+from simulator.common.errors import ConfigError
 from simulator.scenario import parse_scenario
 from simulator.workload import generate
 
@@ -265,7 +265,7 @@ def test_end_to_end_against_llmsim_serve(tmp_path):
 
 
 def test_validate_against_a_running_server_uses_the_actual_send_times(fake, tmp_path):
-    from calibration.validate import validate
+    from calibration.validation.validate import validate
 
     data = scenario_data(rate=40.0, n=10)
     data["workload"]["classes"][0]["prompt_tokens"] = {"dist": "constant", "value": 20}

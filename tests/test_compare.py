@@ -9,9 +9,16 @@ import yaml
 from scipy import stats
 
 from simulator.cli import main
-from simulator.compare import METRICS, Variant, compare, paired_difference, parse_variant, policy_variant
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 from simulator.scenario import parse_scenario
+from simulator.studies.compare import (
+    METRICS,
+    Variant,
+    compare,
+    paired_difference,
+    parse_variant,
+    policy_variant,
+)
 
 TINY = {
     "name": "tiny",

@@ -21,7 +21,7 @@ import backend.cpu_allocator as allocator
 if sys.argv[1] == "default":
     allocator._applied = False  # as if the runner never changed glibc's settings
 from backend.runner import ModelRunner
-from calibration.sweep import build_step
+from calibration.measure.step_grid import build_step
 torch.set_num_threads(1)
 runner = ModelRunner("llama-20m", device="cpu", num_blocks=4200)
 step = build_step([(1, 2047)] * 32, runner.num_blocks, runner.block_size)

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 
-from simulator.disaggregated import Pools
-from simulator.errors import ConfigError
-from simulator.scenario import parse_scenario
+from simulator.common.errors import ConfigError
+from simulator.scenario import build_deployment, parse_scenario, run
 from simulator.scheduling import POLICIES
 from simulator.scheduling.kv_blocks import blocks_for
-from simulator.simulation import run
+from simulator.spec import get_hardware
 
 
 def scenario(disaggregation=None, workload=None, **over):
@@ -50,8 +49,8 @@ def one_request(prompt, output, **disagg):
 
 def test_single_request_timeline_by_hand():
     sc = one_request(1000, 5, link_gbps=25, link_latency_us=50)
-    pools = Pools.build(sc)
-    prefill, decode = pools.prefill.execution, pools.decode.execution
+    pools = build_deployment(sc)
+    prefill, decode = (pool.execution for pool in pools.pools)
     kv_bytes = 2 * 32 * 8 * 128 * 2  # layers x kv heads x head_dim x fp16, K and V (Llama-3-8B)
     assert pools.link.bytes_per_token == kv_bytes
     transfer = 1000 * kv_bytes / 25e9 + 50e-6
@@ -88,11 +87,11 @@ def test_one_token_requests_finish_on_the_prefill_pool_without_a_transfer():
 
 def test_prefill_blocks_are_held_until_the_transfer_ends():
     sc = one_request(1000, 3, link_gbps=1, link_latency_us=0)  # 131 ms to send 1000 tokens
-    pools = Pools.build(sc)
+    pools = build_deployment(sc)
     res = run(sc)
     ts = res.timeseries[res.timeseries.replica == 0]
     first = res.records[0].token_times[0]
-    held = blocks_for(1000, 16) / pools.prefill.num_blocks
+    held = blocks_for(1000, 16) / pools.pools[0].num_blocks
     at_first = ts[ts.time == first].kv_usage.iloc[-1]
     assert at_first == pytest.approx(held)
     after = ts[ts.time > first]
@@ -129,15 +128,15 @@ def test_each_pool_has_its_own_hardware_capacity_and_cost():
     sc = scenario({"prefill": {"replicas": 2, "hardware": "h100-sxm", "price_per_gpu_hour": 4.0},
                    "decode": {"replicas": 3, "tensor_parallel": 2}},
                   deployment={"price_per_gpu_hour": 1.5})
-    pools = Pools.build(sc)
-    assert pools.prefill.scenario.hardware_spec().name == "h100-sxm"
-    assert pools.decode.num_blocks > 2 * pools.prefill.num_blocks  # tp=2 halves KV bytes per GPU
+    pools = build_deployment(sc)
+    assert pools.pools[0].hardware == "h100-sxm"
+    assert pools.pools[1].num_blocks > 2 * pools.pools[0].num_blocks  # tp=2 halves KV bytes per GPU
     assert sc.price_per_hour() == pytest.approx(2 * 4.0 + 3 * 2 * 1.5)
     res = run(sc.model_copy(update={"workload": one_request(100, 3).workload}))
     assert res.summary.cost_per_hour == pytest.approx(17.0)
     assert res.info["gpus"] == 8
     # default link: the prefill hardware's interconnect
-    assert pools.link.bandwidth == pools.prefill.scenario.hardware_spec().interconnect_bandwidth
+    assert pools.link.bandwidth == get_hardware("h100-sxm").interconnect_bandwidth
 
 
 def test_same_seed_gives_the_same_results():

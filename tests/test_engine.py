@@ -10,10 +10,10 @@ from backend.engine import Engine, to_request_records
 from backend.model import StepBatch, build_model
 from backend.runner import ModelRunner, token_slice
 from backend.sampling import SamplingParams, uniforms
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 from simulator.metrics import summarize
 from simulator.scheduling import SchedulerConfig, Sequence, Step
-from simulator.specs import ModelSpec
+from simulator.spec import ModelSpec
 
 SPEC = ModelSpec(
     "tiny",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
-from simulator.specs import HardwareSpec, ModelSpec, get_hardware, get_model
+from simulator.spec import HardwareSpec, ModelSpec, get_hardware, get_model
 
 # A toy model and chip with round numbers, so a step can be worked out by hand.
 TOY = ModelSpec(

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibration.fit import (
+from calibration.fitting.fit import (
     calibrate,
     cross_validated,
     fit_coefficients,
@@ -15,22 +15,28 @@ from calibration.fit import (
     initial_guess,
     percentage_errors,
 )
-from calibration.measurements import (
+from calibration.fitting.transfer import effective_rates
+from calibration.measure.measurements import (
     decode_layout,
     describe_step,
     encode_layout,
     load_measurements,
     meta_path,
 )
-from calibration.sweep import FULL, sweep_points
-from calibration.transfer import effective_rates
-from simulator.calibration_file import REPO_ROOT, load_calibration
+from calibration.measure.step_grid import FULL, sweep_points
 from simulator.cli import main
-from simulator.errors import ConfigError
-from simulator.fitted import Coefficients, FittedModel, MeasuredRange, StepFeatures, StepWork, predict
-from simulator.scenario import parse_scenario
-from simulator.simulation import execution_model
-from simulator.specs import get_model
+from simulator.common.errors import ConfigError
+from simulator.execution.calibration_file import REPO_ROOT, load_calibration
+from simulator.execution.fitted import (
+    Coefficients,
+    FittedModel,
+    MeasuredRange,
+    StepFeatures,
+    StepWork,
+    predict,
+)
+from simulator.scenario import execution_model, parse_scenario
+from simulator.spec import get_model
 
 SPEC = get_model("llama-100m")
 WORK = StepWork.from_spec(SPEC, "fp32", "fp32")

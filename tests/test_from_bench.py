@@ -7,13 +7,12 @@ what `llmsim bench` writes for a real server whose steps cost what the model say
 import numpy as np
 import pytest
 
-from calibration.from_bench import calibrate_from_bench, observations, read_bench, roofline_prior
-from simulator.calibration_file import Calibration, FittedSection, load_calibration
-from simulator.errors import ConfigError
-from simulator.fitted import FittedModel, MeasuredRange, StepWork
-from simulator.scenario import parse_scenario
-from simulator.simulation import run
-from simulator.specs import get_hardware, get_model
+from calibration.fitting.from_bench import calibrate_from_bench, observations, read_bench, roofline_prior
+from simulator.common.errors import ConfigError
+from simulator.execution.calibration_file import Calibration, FittedSection, load_calibration
+from simulator.execution.fitted import FittedModel, MeasuredRange, StepWork
+from simulator.scenario import parse_scenario, run
+from simulator.spec import get_hardware, get_model
 
 MODEL, HARDWARE = get_model("llama-3-8b"), get_hardware("a10g")
 WORK = StepWork.from_spec(MODEL, "fp16", "fp16")

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from backend.loader import load_checkpoint, read_spec, spec_from_config
 from backend.model import StepBatch
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 
 LLAMA = {
     "model_type": "llama",

@@ -1,7 +1,8 @@
 import pytest
 
-from simulator.errors import ConfigError
-from simulator.memory import (
+from simulator.common.errors import ConfigError
+from simulator.spec import get_hardware, get_model
+from simulator.spec.memory import (
     default_activation_reserve,
     kv_bytes_per_token_per_gpu,
     kv_capacity_blocks,
@@ -10,7 +11,6 @@ from simulator.memory import (
     streamed_weight_bytes_per_gpu,
     weights_per_gpu_bytes,
 )
-from simulator.specs import get_hardware, get_model
 
 # Llama-3-8B parameters from its config: embeddings + 32 layers + untied head + norms.
 L3_8B_LAYER = 4096 * 4096 * 2 + 2 * 4096 * 1024 + 3 * 4096 * 14336

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from simulator.common.files import write_text_atomic
 from simulator.metrics import (
     SLO,
     LatencyStats,
@@ -19,7 +20,7 @@ from simulator.metrics import (
     summarize,
     total_waiting,
 )
-from simulator.report import print_summary, summary_to_json, write_text_atomic
+from simulator.metrics.report import print_summary, summary_to_json
 
 
 def rec(i, cls, arrival, prompt, times, status="ok", replica=0):

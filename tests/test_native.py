@@ -13,7 +13,7 @@ from backend import native
 from backend.fused_decode import LayerPlan
 from backend.kv_cache import PagedKVCache
 from backend.model import StepBatch, apply_rope, build_model, rope_tables
-from simulator.specs import ModelSpec
+from simulator.spec import ModelSpec
 
 if native.library() is None:
     if shutil.which("cc") or shutil.which("gcc"):

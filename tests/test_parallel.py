@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from simulator.errors import ConfigError
-from simulator.parallel import run_tasks
-from simulator.plan import run_plan
-from simulator.sweep import run_sweep
+from simulator.common.errors import ConfigError
+from simulator.studies.parallel import run_tasks
+from simulator.studies.plan import run_plan
+from simulator.studies.sweep import run_sweep
 
 SCENARIO = {
     "name": "par",

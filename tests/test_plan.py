@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from simulator.cli import main
-from simulator.plan import run_plan
+from simulator.studies.plan import run_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 

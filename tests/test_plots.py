@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from simulator.metrics import SLO, RequestRecord, requests_frame
-from simulator.plots import output_token_rate, overlay_cdfs, plot_results
+from simulator.metrics.plots import output_token_rate, overlay_cdfs, plot_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXPECTED = ["ttft_cdf.png", "e2e_cdf.png", "tpot_hist.png", "queue_kv.png", "throughput.png"]

@@ -4,8 +4,8 @@ hand-made cases, invariants on random workloads, and merged decode runs equal to
 import numpy as np
 import pytest
 
-from simulator.errors import ConfigError
-from simulator.scenario import parse_scenario
+from simulator.common.errors import ConfigError
+from simulator.scenario import parse_scenario, run
 from simulator.scheduling import (
     POLICIES,
     BlockManager,
@@ -18,7 +18,6 @@ from simulator.scheduling import (
     make_scheduler,
 )
 from simulator.scheduling.prefix_cache import block_identities
-from simulator.simulation import run
 
 
 def seq(i, prompt, out, arrival=0.0, **kw):
@@ -181,7 +180,7 @@ def test_edf_admits_the_earliest_deadline_first_and_deadline_free_requests_last(
 
 
 def test_simulation_sets_deadlines_from_the_class_ttft_slo():
-    from simulator.simulation import _sequences
+    from simulator.serving.simulate import sequences as _sequences
     from simulator.workload import generate
 
     sc = scenario_with(
@@ -257,7 +256,7 @@ def test_swap_transfer_time_is_charged_by_the_replica():
     swapped tokens x 1 ms."""
     import simpy
 
-    from simulator.replica import Replica
+    from simulator.serving.replica import Replica
 
     class OneMsStep:
         provenance = "test"
@@ -534,11 +533,11 @@ def test_unknown_draft_model_and_missing_acceptance_are_named():
 
 
 def test_a_draft_model_takes_kv_memory_from_the_target():
-    from simulator.simulation import Deployment
+    from simulator.scenario import build_deployment
 
-    plain = Deployment.build(scenario_with())
-    drafted = Deployment.build(spec_scenario(0.5))
-    ngram = Deployment.build(spec_scenario(0.5, draft="ngram"))
+    plain = build_deployment(scenario_with()).entry
+    drafted = build_deployment(spec_scenario(0.5)).entry
+    ngram = build_deployment(spec_scenario(0.5, draft="ngram")).entry
     assert ngram.num_blocks == plain.num_blocks
     # Llama-3.2-1B: 2.5 GB of weights and a KV entry 1/4 of Llama-3-8B's per token
     assert 0.7 * plain.num_blocks < drafted.num_blocks < 0.8 * plain.num_blocks

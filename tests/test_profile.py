@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from calibration.measurements import load_measurements, meta_path
-from calibration.sweep import QUICK, build_step, sweep_points
-from simulator.calibration_file import load_calibration
+from calibration.measure.measurements import load_measurements, meta_path
+from calibration.measure.step_grid import QUICK, build_step, sweep_points
 from simulator.cli import main
+from simulator.execution.calibration_file import load_calibration
 
 DOCUMENTED_COLUMNS = [
     "region", "layout", "num_seqs", "num_prefill_seqs", "num_decode_seqs", "batched_tokens", "cached_tokens",

@@ -3,8 +3,7 @@ size by the scenarios in scenarios/research/ (each file names its paper)."""
 
 from pathlib import Path
 
-from simulator.scenario import load_scenario
-from simulator.simulation import run
+from simulator.scenario import load_scenario, run
 
 RESEARCH = Path(__file__).resolve().parent.parent / "scenarios" / "research"
 

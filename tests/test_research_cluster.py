@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator.compare import Variant, compare
-from simulator.objectives import SLORule
-from simulator.scenario import Scenario, load_scenario
-from simulator.simulation import run
+from simulator.metrics.objectives import SLORule
+from simulator.scenario import Scenario, load_scenario, run
+from simulator.studies.compare import Variant, compare
 
 RESEARCH = Path(__file__).resolve().parent.parent / "scenarios" / "research"
 DISAGGREGATED = Variant(

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from simulator.errors import ConfigError
-from simulator.routing import ROUTERS, make_router
+from simulator.common.errors import ConfigError
 from simulator.scheduling import Sequence
+from simulator.serving.routing import ROUTERS, make_router
 
 
 @dataclass
@@ -132,8 +132,7 @@ def test_prefix_affinity_leaves_an_overloaded_target_and_the_prefix_moves():
 
 
 def test_prefix_affinity_keeps_shared_prefixes_together_in_a_simulation():
-    from simulator.scenario import parse_scenario
-    from simulator.simulation import run
+    from simulator.scenario import parse_scenario, run
 
     def scenario(router_name):
         return parse_scenario({

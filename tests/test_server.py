@@ -19,7 +19,7 @@ from backend.server import Server, create_app
 from backend.tokenizer import ByteTokenizer
 from simulator.cli import build_parser, main
 from simulator.scheduling import SchedulerConfig
-from simulator.specs import ModelSpec
+from simulator.spec import ModelSpec
 
 MODEL = "llama-20m"
 KEY = "test-key"

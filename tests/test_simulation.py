@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from simulator.execution import RooflineModel
-from simulator.scenario import parse_scenario
-from simulator.simulation import Deployment, run, simulate
+from simulator.scenario import build_deployment, parse_scenario, run
+from simulator.serving import serve
 from simulator.workload import generate
 
 
@@ -96,15 +96,15 @@ def test_single_server_matches_md1_mean_wait():
                          "output_tokens": {"dist": "constant", "value": 20}}],
         },
     )
-    dep = Deployment.build(sc)
-    ex: RooflineModel = dep.execution
+    dep = build_deployment(sc)
+    ex: RooflineModel = dep.entry.execution
     prefill = ex.step_time(np.array([200]), np.array([0]))
     service = prefill + float(np.sum(ex.decode_run_times(np.array([200]), 19)))
     rate = rho / service
     sc = sc.model_copy(update={"workload": sc.workload.model_copy(
         update={"arrival": sc.workload.arrival.model_copy(update={"rate": rate})})})
     wl = generate(sc.workload, seed=11, max_context=8192)
-    seqs, _, _ = simulate(sc, wl, dep)
+    seqs = serve(dep, wl, sc.seed).seqs
     waits = np.array([s.token_times[0] - s.arrival for s in seqs]) - prefill
     expected = rho * service / (2 * (1 - rho))  # Wq = lambda S^2 / (2 (1 - rho))
     assert waits.mean() == pytest.approx(expected, rel=0.05)

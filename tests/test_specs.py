@@ -1,12 +1,7 @@
 import pytest
 
-from simulator.errors import ConfigError
-from simulator.specs import (
-    get_hardware,
-    get_model,
-    hardware_names,
-    model_names,
-)
+from simulator.common.errors import ConfigError
+from simulator.spec import get_hardware, get_model, hardware_names, model_names
 
 # Parameter counts as published (model cards, papers), in billions.
 PUBLISHED_PARAMS = {

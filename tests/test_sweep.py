@@ -7,12 +7,11 @@ import pytest
 import yaml
 
 from simulator.cli import main
-from simulator.errors import ConfigError
-from simulator.objectives import SLORule, SLOTarget
-from simulator.scenario import parse_scenario
-from simulator.search_space import grid, parse_axes, parse_set
-from simulator.simulation import run
-from simulator.sweep import run_sweep
+from simulator.common.errors import ConfigError
+from simulator.metrics.objectives import SLORule, SLOTarget
+from simulator.scenario import parse_scenario, run
+from simulator.studies.search_space import grid, parse_axes, parse_set
+from simulator.studies.sweep import run_sweep
 
 SCENARIO = {
     "name": "tiny",

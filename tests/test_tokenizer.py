@@ -3,7 +3,7 @@
 import pytest
 
 from backend.tokenizer import BOS_ID, EOS_ID, ByteTokenizer, HFTokenizer, load_tokenizer
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 
 
 def test_bytes_round_trip_with_bos():

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator import traces
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
+from simulator.workload import traces
 
 DATA = Path(__file__).resolve().parent.parent / "scenarios" / "traces"
 AZURE = DATA / "azure_conv_2023.csv"

@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 
-from calibration.transfer import effective_rates, efficiencies, transfer
-from simulator.calibration_file import REPO_ROOT, Calibration, FittedSection, load_calibration
+from calibration.fitting.transfer import effective_rates, efficiencies, transfer
 from simulator.cli import main
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 from simulator.execution import RooflineEfficiency, RooflineModel, StepOverhead
-from simulator.fitted import Coefficients, MeasuredRange, StepWork
-from simulator.scenario import parse_scenario
-from simulator.simulation import execution_model
-from simulator.specs import get_hardware, get_model
+from simulator.execution.calibration_file import REPO_ROOT, Calibration, FittedSection, load_calibration
+from simulator.execution.fitted import Coefficients, MeasuredRange, StepWork
+from simulator.scenario import execution_model, parse_scenario
+from simulator.spec import get_hardware, get_model
 
 WORK = StepWork.from_spec(get_model("llama-100m"), "fp32", "fp32")
 PEAK_BW, PEAK_FLOPS = 40e9, 200e9

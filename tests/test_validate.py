@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibration.accuracy import Tolerances, compare
-from simulator.errors import ConfigError
+from calibration.validation.accuracy import Tolerances, compare
+from simulator.common.errors import ConfigError
 from simulator.metrics import RequestRecord, summarize
-from simulator.results import Results
+from simulator.metrics.results import Results
 from simulator.scenario import parse_scenario
 from simulator.workload import generate
 
@@ -92,7 +92,7 @@ def cpu_scenario(rate, n, policy="vllm", **scheduler):
 
 def engine_run(scenario, num_blocks=None):
     """The scenario's requests served in real time by the engine: (results, steps, settings, workload)."""
-    from calibration.replay import build_engine, engine_settings, replay, warm_up
+    from calibration.measure.replay import build_engine, engine_settings, replay, warm_up
 
     engine = build_engine(scenario, num_blocks=num_blocks)
     warm_up(engine)
@@ -111,7 +111,7 @@ def engine_run(scenario, num_blocks=None):
                          ids=["vllm", "vllm-preempting", "chunked-prefill"])  # fmt: skip
 def test_the_simulator_fed_the_engines_step_times_makes_the_engines_schedule(rate, scheduler, num_blocks):
     pytest.importorskip("torch")
-    from calibration.schedule_check import check_schedule
+    from calibration.validation.schedule_check import check_schedule
 
     scenario = cpu_scenario(rate=rate, n=24, **scheduler)
     measured, steps, settings, workload = engine_run(scenario, num_blocks)
@@ -130,7 +130,7 @@ def test_the_simulator_fed_the_engines_step_times_makes_the_engines_schedule(rat
 def test_the_schedule_check_names_the_first_step_that_differs():
     """A simulated step the engine did not run stops the check with both steps shown."""
     pytest.importorskip("torch")
-    from calibration.schedule_check import check_schedule
+    from calibration.validation.schedule_check import check_schedule
 
     scenario = cpu_scenario(rate=12.0, n=8)
     measured, steps, settings, workload = engine_run(scenario)
@@ -146,7 +146,7 @@ def test_the_schedule_check_names_the_first_step_that_differs():
 def test_validate_on_the_engine_writes_its_report_with_the_engines_settings(tmp_path):
     """The machinery of `llmsim validate` (no accuracy asserted: that is benchmarks/bench_accuracy.py)."""
     torch = pytest.importorskip("torch")
-    from calibration.validate import validate
+    from calibration.validation.validate import validate
 
     threads = torch.get_num_threads()
     try:
@@ -167,8 +167,8 @@ def test_validate_on_the_engine_writes_its_report_with_the_engines_settings(tmp_
 
 
 def test_engine_steps_become_a_measurements_file_calibrate_reads(tmp_path):
-    from calibration.measurements import load_measurements
-    from calibration.served_steps import steps_to_measurements
+    from calibration.measure.measurements import load_measurements
+    from calibration.measure.served_steps import steps_to_measurements
 
     rows = [("40", "0", 0.05), ("1 1", "40 12", 0.02), ("30 1", "0 41", 0.04)] * 6
     steps = pd.DataFrame(rows, columns=["new_tokens", "cached_tokens", "execute_s"])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator.errors import ConfigError
+from simulator.common.errors import ConfigError
 from simulator.workload import WorkloadConfig, clip_to_context, generate, load_workload
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Batching policies and the KV block manager: plain Python, shared by simulator and engine."""
 
-from simulator.errors import ConfigError, unknown_choice
+from simulator.common.errors import ConfigError, unknown_choice
 from simulator.scheduling.base import Scheduler, Step
 from simulator.scheduling.config import SchedulerConfig
 from simulator.scheduling.kv_blocks import BlockManager

@@ -1,0 +1,215 @@
+"""`llmsim bench`: measure any OpenAI-compatible server with a scenario's workload.
+
+The workload is drawn by `simulator.workload.generate`, so the same scenario and seed send the
+same requests at the same times as `llmsim run` simulates. The measured run is summarised by the
+same code and written in the same results format (summary.json, requests.csv, plots/), so a
+measured and a simulated run are compared by one tool. Client-side details (scheduled and actual
+send times, lengths the server reported, errors) go to client.csv.
+
+Output lengths: every request asks for `max_tokens` = its output length with `ignore_eos: true`.
+A server that ignores `ignore_eos` stops at end-of-sequence tokens and returns fewer tokens; the
+actual count is what the records hold, and client.csv shows requested against streamed lengths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from calibration.measure.loadgen import (
+    Outcome,
+    Target,
+    probe,
+    resolve_model,
+    run_requests,
+    text_prompt,
+    token_prompt,
+)
+from simulator.common.errors import ConfigError
+from simulator.common.files import write_text_atomic
+from simulator.metrics import summarize
+from simulator.metrics.results import Results
+from simulator.workload import Workload, WorkloadConfig, generate, load_workload
+
+
+@dataclass
+class BenchRun:
+    """A measured run: the results (same format as a simulation) and the client-side table."""
+
+    results: Results
+    client: pd.DataFrame
+
+    def save(self, out_dir: str | Path) -> Path:
+        out = self.results.save(out_dir)
+        write_text_atomic(out / "client.csv", self.client.to_csv(index=False, float_format="%.6f"))
+        return out
+
+
+def flag_workload(
+    *,
+    rate: float | None,
+    num_requests: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    arrival: str = "poisson",
+) -> WorkloadConfig:
+    """A one-class workload from command-line flags: constant lengths, Poisson (or constant-gap)
+    arrivals at `rate` per second; without a rate every request arrives at once."""
+    process = {"process": arrival, "rate": rate} if rate else {"process": "constant", "rate": 1e9}
+    return load_workload(
+        {
+            "arrival": process,
+            "num_requests": num_requests,
+            "classes": [
+                {
+                    "name": "default",
+                    "prompt_tokens": {"dist": "constant", "value": prompt_tokens},
+                    "output_tokens": {"dist": "constant", "value": output_tokens},
+                }
+            ],
+        },
+        where="bench",
+    )
+
+
+def bench(
+    target: Target,
+    workload: Workload,
+    *,
+    seed: int = 0,
+    concurrency: int | None = None,
+    progress: bool = True,
+    cost_per_hour: float = 0.0,
+    info: dict | None = None,
+) -> BenchRun:
+    """Send `workload` to `target` and measure it (open loop, or closed loop with `concurrency`)."""
+    if not workload.requests:
+        raise ConfigError("the workload has no requests")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+    model = asyncio.run(resolve_model(target))
+    fmt = asyncio.run(probe(target, model, seed))
+    make = token_prompt if fmt == "tokens" else text_prompt
+    prompts = [make(r, seed) for r in workload.requests]
+
+    bar = tqdm(total=len(workload), desc="bench", unit="req", disable=not progress, file=sys.stderr)
+    failed = 0
+
+    def on_done(out: Outcome) -> None:
+        nonlocal failed
+        failed += not out.ok
+        bar.update(1)
+        if failed:
+            bar.set_postfix(errors=failed)
+
+    started = time.time()
+    try:
+        outcomes = asyncio.run(
+            run_requests(target, model, workload.requests, prompts, concurrency=concurrency, on_done=on_done)
+        )
+    finally:
+        bar.close()
+    records = [o.record() for o in outcomes]
+    summary = summarize(records, slos=workload.slos, cost_per_hour=cost_per_hour)
+    client = pd.DataFrame([o.row() for o in outcomes])
+    lag = (client["sent"] - client["scheduled"]).dropna()
+    errors = Counter(o.error.split(":")[0] for o in outcomes if not o.ok)
+    done = client[client["error"] == ""]
+    run_info = {
+        "measured": True,
+        "url": target.base,
+        "endpoint": target.endpoint,
+        "model": model,
+        "prompt_format": fmt,
+        "mode": "open loop" if concurrency is None else f"closed loop, concurrency {concurrency}",
+        "concurrency": concurrency,
+        "seed": seed,
+        "requests": len(outcomes),
+        "errors": dict(errors),
+        "timeout_s": target.timeout_s,
+        "started_unix_s": round(started, 3),
+        "max_send_lag_s": float(lag.max()) if len(lag) else None,
+        "short_outputs": int((done["streamed_tokens"] < done["requested_output_tokens"]).sum()),
+        "usage_mismatches": int(
+            (done["reported_output_tokens"].notna()
+             & (done["reported_output_tokens"] != done["streamed_tokens"])).sum()
+        ),
+        **(info or {}),
+    }
+    description = f"measured: {model} at {target.base} ({run_info['mode']})"
+    results = Results(summary, records, None, workload.slos, description, run_info)
+    return BenchRun(results, client)
+
+
+def bench_scenario_workload(scenario, seed: int, max_requests: int | None) -> Workload:
+    """The requests a scenario describes, cut to the first `max_requests`."""
+    workload = generate(scenario.workload, seed=seed, max_context=scenario.max_model_len(),
+                        base_dir=scenario.base_dir)
+    return truncate(workload, max_requests)
+
+
+def truncate(workload: Workload, max_requests: int | None) -> Workload:
+    if max_requests is None or max_requests >= len(workload):
+        return workload
+    if max_requests < 1:
+        raise ConfigError(f"--max-requests must be >= 1, got {max_requests}")
+    return replace(workload, requests=workload.requests[:max_requests])
+
+
+def run_cli(args) -> int:
+    """`llmsim bench`: the workload from --scenario (or the workload flags), sent to --url."""
+    import os
+
+    from simulator.metrics.report import print_summary
+    from simulator.scenario import load_scenario
+
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, got {args.timeout}")
+    target = Target(
+        url=args.url,
+        model=args.model,
+        endpoint=args.endpoint,
+        api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+        timeout_s=args.timeout,
+        prompt_format=args.prompt_format,
+    )
+    info: dict = {}
+    if args.scenario:
+        scenario = load_scenario(args.scenario, args.set)
+        seed = scenario.seed if args.seed is None else args.seed
+        workload = bench_scenario_workload(scenario, seed, args.max_requests)
+        name, cost = scenario.name, scenario.price_per_hour()
+        info["scenario"] = scenario.name
+    else:
+        if args.set:
+            raise ConfigError("--set needs --scenario (the workload flags describe a workload without one)")
+        seed = args.seed or 0
+        for flag in ("num_requests", "prompt_tokens", "output_tokens"):
+            if getattr(args, flag) < 1:
+                raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+        if args.rate is not None and args.rate <= 0:
+            raise ConfigError(f"--rate must be positive, got {args.rate}")
+        config = flag_workload(rate=args.rate, num_requests=args.num_requests,
+                               prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens)
+        workload = truncate(generate(config, seed=seed, max_context=1 << 30), args.max_requests)
+        name, cost = "bench", 0.0
+    run = bench(target, workload, seed=seed, concurrency=args.concurrency, cost_per_hour=cost, info=info)
+    out = Path(args.out) if args.out else Path("results") / name / "bench"
+    run.save(out)
+    print_summary(run.results.summary, title=run.results.description)
+    errors = run.results.info["errors"]
+    if errors:
+        print(f"errors: {sum(errors.values())} requests failed ({', '.join(f'{k}: {v}' for k, v in errors.items())}); "
+              "see client.csv")
+    if run.results.info["short_outputs"]:
+        print(f"note: {run.results.info['short_outputs']} requests streamed fewer tokens than asked "
+              "(the server may ignore ignore_eos)")
+    print(f"results: {out}/ (summary.json, requests.csv, client.csv, plots/*.png)")
+    return 0

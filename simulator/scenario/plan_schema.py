@@ -1,0 +1,136 @@
+"""The `plan:` section of a scenario: objectives, target load and the deployments to search.
+
+    plan:
+      slo: {p90_ttft_ms: 1000, p90_tpot_ms: 100, attainment_pct: 95}   # default: the classes' SLOs
+      target: {growth: 1.5}          # or {rate: 12}: the load to plan for
+      search:
+        hardware: [a10g, l40s, a100-80gb, h100-sxm]
+        tensor_parallel: [1, 2]
+        weight_dtype: [bf16, fp8]
+        replicas: {min: 1, max: 16}
+        max_num_seqs: [128, 256]     # default: the scenario's scheduler settings
+        chunk_size: [512]
+      seeds: 3
+      n_plus_one: false              # SLOs must hold with one replica down
+      prices: {h100-sxm: 2.10}       # USD per GPU-hour; default: the hardware catalog's
+
+The scenario's own `deployment.price_per_gpu_hour` names one GPU's price, so candidates ignore it
+and use `prices` or the catalog.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from simulator import spec
+from simulator.common.errors import ConfigError
+from simulator.metrics.objectives import check_slo_key
+
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReplicaRange(_Strict):
+    min: PositiveInt = 1
+    max: PositiveInt = 16
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max}): the search space is empty")
+        return self
+
+
+class SearchSpace(_Strict):
+    """Every combination of these is a candidate deployment."""
+
+    hardware: list[str] = Field(min_length=1, description="GPU types from the hardware catalog")
+    tensor_parallel: list[PositiveInt] = Field([1], min_length=1)
+    weight_dtype: list[Dtype] = Field(["fp16"], min_length=1)
+    replicas: ReplicaRange = ReplicaRange()
+    max_num_seqs: list[PositiveInt] | None = Field(None, min_length=1, description="default: the scenario's")
+    chunk_size: list[PositiveInt] | None = Field(None, min_length=1, description="default: the scenario's")
+
+    @field_validator("hardware")
+    @classmethod
+    def _known_hardware(cls, names: list[str]) -> list[str]:
+        for name in names:
+            try:
+                spec.get_hardware(name)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return names
+
+    def groups(self, max_num_seqs: int, chunk_size: int) -> list[dict]:
+        """Deployment settings apart from the replica count, in a fixed order."""
+        return [
+            {"hardware": h, "tensor_parallel": tp, "weight_dtype": dt, "max_num_seqs": seqs, "chunk_size": chunk}
+            for h, tp, dt, seqs, chunk in itertools.product(
+                self.hardware,
+                self.tensor_parallel,
+                self.weight_dtype,
+                self.max_num_seqs or [max_num_seqs],
+                self.chunk_size or [chunk_size],
+            )
+        ]
+
+    @property
+    def replica_counts(self) -> list[int]:
+        return list(range(self.replicas.min, self.replicas.max + 1))
+
+
+class PlanTarget(_Strict):
+    """The load to plan for: an absolute mean rate, or the scenario's own load times a growth factor."""
+
+    rate: PositiveFloat | None = Field(None, description="mean requests/s (sets workload.arrival.rate)")
+    growth: PositiveFloat = Field(1.0, description="multiplies the scenario's load (a trace is replayed faster)")
+
+    @model_validator(mode="after")
+    def _one(self) -> PlanTarget:
+        if self.rate is not None and self.growth != 1.0:
+            raise ValueError(f"give rate ({self.rate}) or growth ({self.growth}), not both")
+        return self
+
+
+class PlanConfig(_Strict):
+    slo: dict[str, PositiveFloat] | None = Field(
+        None, description="e.g. {p90_ttft_ms: 500, p90_tpot_ms: 50, attainment_pct: 95}; default: the classes' SLOs"
+    )
+    target: PlanTarget = PlanTarget()
+    search: SearchSpace
+    seeds: PositiveInt = Field(3, description="every candidate is simulated with this many seeds")
+    n_plus_one: bool = Field(False, description="SLOs must hold with one replica down (replicas - 1 simulated)")
+    headroom_steps: int = Field(3, ge=0, le=10, description="bisection steps for the sustainable rate; 0 skips it")
+    screening_requests: PositiveInt | None = Field(
+        None, description="search replicas on the first N requests, then verify finalists on the whole workload"
+    )
+    finalists: PositiveInt = Field(3, description="cheapest screened candidates verified on the whole workload")
+    prices: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="USD per GPU-hour by hardware name; default: the catalog's"
+    )
+
+    @field_validator("slo")
+    @classmethod
+    def _known_metrics(cls, slo: dict[str, float] | None) -> dict[str, float] | None:
+        if slo is not None:
+            if not slo:
+                raise ValueError("slo is empty; name at least one objective, e.g. {p90_ttft_ms: 500}")
+            for key, value in slo.items():
+                check_slo_key(key)
+                if key == "attainment_pct" and value > 100:
+                    raise ValueError(f"attainment_pct is a percentage in (0, 100], got {value}")
+        return slo

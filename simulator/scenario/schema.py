@@ -1,0 +1,197 @@
+"""The scenario schema: one YAML file that states a question (model, GPUs, policy, traffic, SLOs).
+
+Validated with pydantic: unknown keys and bad values are rejected with the path to the field, the
+value given and what is allowed. Nothing in a scenario executes code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
+from simulator import spec
+from simulator.common.errors import unknown_choice
+from simulator.metrics.objectives import SLOTarget
+from simulator.scenario.disaggregation_schema import DisaggregationConfig, PoolConfig
+from simulator.scenario.plan_schema import PlanConfig
+from simulator.scheduling import POLICIES, SchedulerConfig
+from simulator.serving.autoscaling import AutoscalingConfig
+from simulator.serving.routing import ROUTERS
+from simulator.workload import WorkloadConfig
+
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeploymentSettings(_Strict):
+    """What runs where: replicas of one model, each on `tensor_parallel` GPUs."""
+
+    replicas: int = Field(1, gt=0)
+    tensor_parallel: int = Field(1, gt=0)
+    weight_dtype: Dtype = "fp16"
+    kv_dtype: Dtype = "fp16"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    activation_reserve_gb: float | None = Field(None, ge=0, description="default: estimated from the model")
+    price_per_gpu_hour: float | None = Field(None, ge=0, description="default: the hardware catalog's")
+
+
+class EfficiencySettings(_Strict):
+    """Fractions of datasheet peaks reached (defaults from published measurements, see simulator/execution/roofline.py)."""
+
+    memory_bandwidth: float | None = Field(None, gt=0, le=1)
+    linear_compute: float | None = Field(None, gt=0, le=1)
+    attention_compute: float | None = Field(None, gt=0, le=1)
+    interconnect: float | None = Field(None, gt=0, le=1)
+
+
+class OverheadSettings(_Strict):
+    """Host-side time per step, in seconds."""
+
+    constant_s: float | None = Field(None, ge=0)
+    per_sequence_s: float | None = Field(None, ge=0)
+    per_token_s: float | None = Field(None, ge=0)
+
+
+class RooflineSettings(_Strict):
+    efficiency: EfficiencySettings = EfficiencySettings()
+    overhead: OverheadSettings = OverheadSettings()
+    compute_dtype: Dtype | None = Field(None, description="matmul dtype; default follows the weights")
+
+
+class Execution(_Strict):
+    """How long a step takes: the roofline model from the specs, with optional overrides, or a
+    calibration file (measured, roofline or transferred; see simulator/execution/calibration_file.py)."""
+
+    roofline: RooflineSettings = RooflineSettings()
+    calibration: str | None = Field(
+        None, description="calibration YAML, relative to the scenario file or the repository root"
+    )
+
+    @model_validator(mode="after")
+    def _one_step_model(self) -> Execution:
+        if self.calibration is not None and "roofline" in self.model_fields_set:
+            raise ValueError("give either roofline: settings or a calibration: file, not both")
+        return self
+
+
+class RunSettings(_Strict):
+    max_time_s: PositiveFloat | None = Field(
+        None, description="stop the simulated clock here; default: when every request has finished"
+    )
+    merge_decode_steps: bool = Field(True, description="merge identical decode steps (same results, faster)")
+
+
+class Scenario(_Strict):
+    name: str = Field("scenario", min_length=1)
+    description: str = ""
+    seed: int = 0
+    model: str | dict[str, Any] = Field(..., description="catalog name or an inline model spec")
+    hardware: str | dict[str, Any] = Field(..., description="catalog name or an inline hardware spec")
+    deployment: DeploymentSettings = DeploymentSettings()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    router: str = "round_robin"
+    execution: Execution = Execution()
+    workload: WorkloadConfig
+    run: RunSettings = RunSettings()
+    slo_target: SLOTarget = SLOTarget()
+    plan: PlanConfig | None = None
+    autoscaling: AutoscalingConfig | None = None
+    disaggregation: DisaggregationConfig | None = Field(
+        None, description="separate prefill and decode pools (see simulator/scenario/disaggregation_schema.py)"
+    )
+
+    base_dir: Path | None = Field(None, exclude=True, description="folder relative paths resolve against")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_policy(cls, value: SchedulerConfig) -> SchedulerConfig:
+        if value.policy not in POLICIES:
+            raise ValueError(unknown_choice("policy", value.policy, POLICIES))
+        return value
+
+    @field_validator("router")
+    @classmethod
+    def _known_router(cls, value: str) -> str:
+        if value not in ROUTERS:
+            raise ValueError(unknown_choice("router", value, ROUTERS))
+        return value
+
+    @model_validator(mode="after")
+    def _one_fleet_shape(self) -> Scenario:
+        if self.disaggregation is not None and self.autoscaling is not None:
+            raise ValueError("disaggregation and autoscaling cannot be combined: give one of the two sections")
+        if self.disaggregation is not None:
+            # The pools are built from plain block managers without host swap space or drafts.
+            sched = self.scheduler
+            unsupported = [
+                name
+                for name, on in (
+                    ("scheduler.enable_prefix_caching", sched.enable_prefix_caching),
+                    ("scheduler.preemption_mode=swap", sched.preemption_mode == "swap"),
+                    ("scheduler.speculative", sched.speculative is not None),
+                )
+                if on
+            ]
+            if unsupported:
+                raise ValueError(f"{', '.join(unsupported)} cannot be combined with disaggregation yet")
+        return self
+
+    # --- resolved specs --------------------------------------------------------------------
+    def model_spec(self) -> spec.ModelSpec:
+        if isinstance(self.model, str):
+            return spec.get_model(self.model)
+        data = dict(self.model)
+        return spec.model_from_dict(str(data.pop("name", "custom-model")), data)
+
+    def hardware_spec(self) -> spec.HardwareSpec:
+        if isinstance(self.hardware, str):
+            return spec.get_hardware(self.hardware)
+        data = dict(self.hardware)
+        return spec.hardware_from_dict(str(data.pop("name", "custom-gpu")), data)
+
+    def max_model_len(self) -> int:
+        return self.scheduler.max_model_len or self.model_spec().max_context
+
+    def price_per_hour(self) -> float:
+        """USD per hour for the whole deployment."""
+        if self.disaggregation is not None:  # both pools' GPUs
+            return sum(pool_scenario(self, role).price_per_hour() for role in ("prefill", "decode"))
+        per_gpu = self.deployment.price_per_gpu_hour
+        if per_gpu is None:
+            per_gpu = self.hardware_spec().price_per_hour
+        return per_gpu * self.deployment.tensor_parallel * self.deployment.replicas
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
+
+
+def pool_scenario(scenario: Scenario, role: Literal["prefill", "decode"]) -> Scenario:
+    """One pool of a disaggregated scenario as a colocated scenario of its own."""
+    pool: PoolConfig = getattr(scenario.disaggregation, role)
+    dep = scenario.deployment
+    same_hardware = pool.hardware is None
+    price = pool.price_per_gpu_hour
+    if price is None and same_hardware:
+        price = dep.price_per_gpu_hour  # the deployment's price is for the scenario's hardware
+    return scenario.model_copy(
+        update={
+            "name": f"{scenario.name}-{role}",
+            "hardware": scenario.hardware if same_hardware else pool.hardware,
+            "deployment": dep.model_copy(
+                update={
+                    "replicas": pool.replicas,
+                    "tensor_parallel": pool.tensor_parallel or dep.tensor_parallel,
+                    "price_per_gpu_hour": price,
+                }
+            ),
+            "scheduler": scenario.scheduler.model_copy(update={"policy": pool.policy or scenario.scheduler.policy}),
+            "router": pool.router or scenario.router,
+            "disaggregation": None,
+        }
+    )

@@ -1,0 +1,120 @@
+"""One model replica as a SimPy process: one event per engine step.
+
+The replica asks its scheduler for a step, asks the execution-time model how long it takes, and
+waits that long. Consecutive decode steps with an unchanged batch are merged into one timeout
+(their per-step times still come from the model, so token timestamps are exact); an arrival at
+this replica cuts the run at the next step boundary, exactly where a real engine would notice it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from simulator.execution import ExecutionModel
+from simulator.scheduling import Scheduler, Sequence, Step
+
+
+class Replica:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        replica_id: int,
+        scheduler: Scheduler,
+        execution: ExecutionModel,
+        on_finish: Callable[[Sequence], None],
+        merge_decode_steps: bool = True,
+        swap_s_per_token: float = 0.0,
+        speculation=None,
+    ):
+        self.env = env
+        self.id = replica_id
+        self.scheduler = scheduler
+        self.execution = execution
+        self.on_finish = on_finish
+        self.merge_decode_steps = merge_decode_steps
+        self.swap_s_per_token = swap_s_per_token  # KV copy time over the host link, per token
+        self.speculation = speculation  # simulator.serving.speculation.Speculation, or None
+        self.busy_time = 0.0
+        self.num_steps = 0
+        self.num_extrapolated_steps = 0
+        # (time, replica, waiting, running, kv_usage, busy): the state from this moment until the next sample
+        self.samples: list[tuple[float, int, int, int, float, int]] = []
+        self._wakeup = env.event()
+        env.process(self._loop())
+
+    # --- what the router sees --------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        return self.scheduler.num_waiting + self.scheduler.num_running
+
+    @property
+    def kv_usage(self) -> float:
+        return self.scheduler.blocks.usage
+
+    def submit(self, seq: Sequence) -> None:
+        seq.replica = self.id
+        if not self.scheduler.add(seq, self.env.now):
+            self.on_finish(seq)  # rejected: it can never fit here
+            return
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def wake(self) -> None:
+        """Re-plan at the next step boundary: something outside the scheduler changed (e.g. KV
+        blocks held for a transfer were returned), as a new request does."""
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def _side_time(self, step: Step) -> float:
+        """Seconds a step spends besides its forward pass: swapping KV over the host link (before
+        the pass, as vLLM does) and drafting the speculative tokens it verifies."""
+        seconds = (step.swapped_out_tokens + step.swapped_in_tokens) * self.swap_s_per_token
+        if self.speculation is not None and step.draft_tokens:
+            seconds += self.speculation.draft_time(step)
+        return seconds
+
+    # --- the engine loop -------------------------------------------------------------------
+    def _sample(self, busy: int) -> None:
+        s = self.scheduler
+        self.samples.append((self.env.now, self.id, s.num_waiting, s.num_running, s.blocks.usage, busy))
+
+    def _loop(self):
+        env = self.env
+        while True:
+            step = self.scheduler.schedule(env.now)
+            if step is None:
+                self._sample(0)
+                self._wakeup = env.event()
+                yield self._wakeup
+                continue
+            if not step.seqs:  # only preemptions happened; schedule again
+                if step.swapped_out_tokens:
+                    yield env.timeout(self._side_time(step))
+                continue
+            runs = self.scheduler.decode_run_length(step) if self.merge_decode_steps else 1
+            start = env.now
+            self._sample(1)
+            new, cached = step.arrays()
+            if self.execution.is_extrapolated(new, cached):
+                self.num_extrapolated_steps += runs
+            if runs == 1:
+                emitted = self.speculation.emitted(step) if self.speculation and step.draft_tokens else None
+                yield env.timeout(self.execution.step_time(new, cached) + self._side_time(step))
+                finished = self.scheduler.complete(step, env.now, num_emitted=emitted)
+                self.num_steps += 1
+            else:
+                ends = start + np.cumsum(self.execution.decode_run_times(cached, runs))
+                self._wakeup = env.event()
+                yield env.timeout(ends[-1] - start) | self._wakeup
+                done = runs
+                if env.now < ends[-1]:  # a request arrived: finish the step in flight, then stop
+                    done = int(np.searchsorted(ends, env.now)) + 1
+                    yield env.timeout(ends[done - 1] - env.now)
+                finished = self.scheduler.complete_decode_run(step, ends[:done])
+                self.num_steps += done
+            self.busy_time += env.now - start
+            for seq in finished:
+                self.on_finish(seq)

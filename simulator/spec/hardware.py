@@ -1,0 +1,30 @@
+"""An accelerator as numbers: peak FLOP/s per dtype, memory, bandwidth, links and price."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """One accelerator: peak dense FLOP/s per dtype, memory, links and price."""
+
+    name: str
+    memory_bytes: float
+    memory_bandwidth: float  # bytes/s
+    flops: dict[str, float]  # dense peak FLOP/s (or OP/s) per compute dtype
+    interconnect_bandwidth: float  # bytes/s per direction, between GPUs of one node
+    interconnect_latency: float = 5e-6  # seconds per collective hop
+    host_link_bandwidth: float = 25e9  # bytes/s to host memory (PCIe), used for swapping
+    price_per_hour: float = 0.0  # on-demand USD per GPU-hour
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def peak_flops(self, compute_dtype: str) -> float:
+        """Peak FLOP/s for a compute dtype, falling back to 16-bit where the chip lacks a faster path."""
+        if compute_dtype in self.flops:
+            return self.flops[compute_dtype]
+        if compute_dtype in ("fp16", "bf16"):
+            return self.flops.get("fp16") or self.flops["bf16"]
+        # No native fp8/int8 units: such kernels run at 16-bit speed.
+        return self.peak_flops("fp16")

@@ -1,0 +1,107 @@
+"""One trial: a scenario simulated with one seed, reduced to a flat row of numbers and an SLO verdict.
+
+Trials are what `sweep` and `plan` send to worker processes or Ray tasks, so a task is plain data
+(`Trial.task()`), the function is module-level, and the answer is a small dict (no request tables
+cross process boundaries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simulator.metrics.objectives import SLORule
+from simulator.scenario import Scenario, parse_scenario
+from simulator.workload import TraceArrival
+
+LATENCY_COLUMNS = [f"{m}_p{p}_ms" for m in ("ttft", "tpot") for p in (50, 90, 99)] + ["e2e_p90_ms"]
+
+
+@dataclass(frozen=True)
+class Trial:
+    scenario: dict[str, Any]  # a validated scenario, dumped to plain data
+    base_dir: str | None
+    seed: int
+    slo: dict[str, float] | None = None  # plan-level SLO limits; None: the classes' SLOs
+    billed_replicas: int | None = None  # replicas paid for, when more than are simulated (n+1)
+
+    @classmethod
+    def of(cls, scenario: Scenario, seed: int, **kwargs) -> Trial:
+        base = None if scenario.base_dir is None else str(scenario.base_dir)
+        return cls(scenario.model_dump(mode="json"), base, seed, **kwargs)
+
+    def task(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "base_dir": self.base_dir,
+            "seed": self.seed,
+            "slo": self.slo,
+            "billed_replicas": self.billed_replicas,
+        }
+
+
+DETERMINISTIC_NOTE = ("the trace is replayed with its own arrival times and lengths, so every seed gives the "
+                      "same requests: 1 seed run instead of {n}")
+
+
+def is_deterministic(scenario: Scenario) -> bool:
+    """True when every seed gives the same requests: a trace replayed with its own lengths."""
+    wl = scenario.workload
+    return (
+        isinstance(wl.arrival, TraceArrival)
+        and len(wl.classes) == 1
+        and wl.classes[0].prompt_tokens is None
+        and wl.classes[0].output_tokens is None
+    )
+
+
+def rule_for(scenario: Scenario, slo: dict[str, float] | None) -> SLORule:
+    if slo:
+        return SLORule.from_limits(slo)
+    slos = {c.name: c.slo for c in scenario.workload.classes}
+    return SLORule.from_classes(slos, scenario.slo_target)
+
+
+def run_trial(task: dict[str, Any]) -> dict[str, Any]:
+    """Simulate one trial task and return its row (times in ms, rates per second)."""
+    from simulator.scenario import run
+
+    base = task["base_dir"]
+    scenario = parse_scenario(task["scenario"], base_dir=Path(base) if base else None)
+    results = run(scenario, seed=task["seed"])
+    s = results.summary
+    verdict = rule_for(scenario, task["slo"]).evaluate(s)
+    per_hour = s.cost_per_hour
+    if task.get("billed_replicas"):
+        per_hour = per_hour / scenario.deployment.replicas * task["billed_replicas"]
+    row: dict[str, Any] = {"seed": task["seed"]}
+    for metric in ("ttft", "tpot"):
+        for p in (50, 90, 99):
+            value = getattr(s.latency[metric], f"p{p}")
+            row[f"{metric}_p{p}_ms"] = None if value is None else value * 1000
+    e2e = s.latency["e2e"].p90
+    row["e2e_p90_ms"] = None if e2e is None else e2e * 1000
+    output_cost = per_hour * s.duration / 3600 / s.output_tokens * 1e6 if s.output_tokens else None
+    row.update(
+        {
+            "throughput_rps": s.request_throughput,
+            "output_tokens_per_s": s.output_throughput,
+            "goodput_rps": s.goodput,
+            "attainment_pct": None if s.slo_attainment is None else s.slo_attainment * 100,
+            "saturated": s.saturated,
+            "slo_met": verdict.met,
+            "misses": verdict.misses(),
+            "checks": verdict.to_dict()["checks"],
+            "usd_per_hour": per_hour,
+            "usd_per_1m_output_tokens": output_cost,
+            "gpu_busy": s.gpu_busy_fraction,
+            "requests": s.total,
+            "unfinished": s.unfinished,
+            "wall_s": results.info["wall_time_s"],
+        }
+    )
+    if "autoscaling" in results.info:
+        scaling = results.info["autoscaling"]
+        row.update({k: scaling[k] for k in ("mean_replicas", "peak_replicas", "usd_per_day")})
+    return row
