@@ -21,6 +21,7 @@ from simulator.metrics import (
     total_waiting,
 )
 from simulator.metrics.report import print_summary, summary_to_json
+from simulator.metrics.saturation import drain_check, ttft_trend
 
 
 def rec(i, cls, arrival, prompt, times, status="ok", replica=0):
@@ -285,6 +286,27 @@ def test_summarize_flags_saturation_from_records_alone():
     assert s.saturated and "waiting queue grew" in s.saturation_reason
     stable = [rec(i, "c", i * 0.5, 10, i * 0.5 + 0.1 + 0.02 * np.arange(20)) for i in range(600)]
     assert not summarize(stable).saturated
+
+
+def test_the_time_in_system_rule_sees_a_slow_rise_the_queue_rule_misses():
+    """A queue fed 2% faster than served (waits rising 0.02 s per second of arrivals) in noise."""
+    rng = np.random.default_rng(3)
+    arrival = np.sort(rng.uniform(0, 600, 3000))
+    rising = 0.5 + 0.02 * arrival + rng.normal(0, 0.5, arrival.size)
+    check = ttft_trend(arrival, np.maximum(rising, 0.01), 0.0, 600.0)
+    assert check.saturated and "rose by about 6" in check.reason
+    stable = np.maximum(0.5 + rng.exponential(1.0, arrival.size), 0.01)  # bursty but level
+    assert not ttft_trend(arrival, stable, 0.0, 600.0).saturated
+    few = ttft_trend(arrival[:30], rising[:30], 0.0, float(arrival[29]))  # 15 requests in the half
+    assert not few.saturated
+
+
+def test_a_backlog_drained_after_the_arrivals_is_flagged():
+    arrival = np.linspace(0, 3, 60)
+    burst = drain_check(arrival, arrival + np.linspace(0.1, 40, 60))  # the last starts 40 s late
+    assert burst.saturated and "drained a backlog" in burst.reason
+    assert not drain_check(arrival, arrival + 0.5).saturated
+    assert not drain_check(arrival[:5], arrival[:5] + 40).saturated  # too few requests to judge
 
 
 # ---- outputs -----------------------------------------------------------------------------------

@@ -142,3 +142,35 @@ def test_identical_runs_write_identical_summaries(tmp_path):
     second = run(scenario(workload__num_requests=50)).save(tmp_path / "b")
     assert (first / "summary.json").read_bytes() == (second / "summary.json").read_bytes()
     assert "wall_time" not in (first / "summary.json").read_text()
+
+
+def md1_scenario(rho: float, n: int, seed: int = 0):
+    """One request at a time, identical requests: an M/D/1 queue at load `rho`."""
+    classes = [{"name": "c", "prompt_tokens": {"dist": "constant", "value": 200},
+                "output_tokens": {"dist": "constant", "value": 20}}]
+    sc = scenario(seed=seed, scheduler={"policy": "vllm", "max_num_seqs": 1},
+                  workload={"arrival": {"process": "poisson", "rate": 1.0}, "num_requests": n, "classes": classes})
+    ex = build_deployment(sc).entry.execution
+    service = ex.step_time(np.array([200]), np.array([0])) + float(np.sum(ex.decode_run_times(np.array([200]), 19)))
+    arrival = sc.workload.arrival.model_copy(update={"rate": rho / service})
+    return sc.model_copy(update={"workload": sc.workload.model_copy(update={"arrival": arrival})})
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_slight_overload_is_flagged_by_the_time_in_system(seed):
+    """3% more arrivals than service: the queue grows by 90 over a half of 3,000 arrivals, below the
+    queue rule's 5% limit, but every later request waits longer: the time-in-system rule flags it."""
+    res = run(md1_scenario(1.03, 6000, seed))
+    assert res.summary.saturated and "time to first token rose" in res.summary.saturation_reason
+    assert not run(md1_scenario(0.95, 6000, seed)).summary.saturated  # loaded, but stable
+
+
+def test_a_drained_burst_is_flagged():
+    """60 requests in 3 s to a static batcher that needs half a minute for them: the latencies are
+    those of draining a backlog, not of a load the GPU carries."""
+    classes = [{"name": "c", "prompt_tokens": {"dist": "constant", "value": 500},
+                "output_tokens": {"dist": "constant", "value": 400}}]
+    res = run(scenario(scheduler={"policy": "static", "max_num_seqs": 8},
+                       workload={"arrival": {"process": "poisson", "rate": 20.0}, "num_requests": 60,
+                                 "classes": classes}))
+    assert res.summary.saturated
