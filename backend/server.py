@@ -518,8 +518,7 @@ def run_cli(args) -> int:
         f"KV cache {runner.num_blocks} blocks x {runner.block_size} tokens, policy {args.policy}; "
         f"http://{args.host}:{args.port}/v1"
     )
-    print(f"tokenizer: {tokenizer} (load tools: guidellm --processor, aiperf --tokenizer, "
-          "inference-perf tokenizer.pretrained_model_name_or_path)")  # fmt: skip
+    print(f"tokenizer: {tokenizer} (load tools load it by path, offline; docs/serving.md has their commands)")
     if runner.device.type == "cpu":
         from backend import native
 
