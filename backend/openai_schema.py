@@ -69,11 +69,13 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
                        f"{exc.start}); send JSON encoded as UTF-8") from None  # fmt: skip
     try:
         data = json.loads(text)
+        _check_unicode(data, [])
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body nests arrays or objects too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
-    _check_unicode(data, [])
     _check_unsupported(data, model)
     try:
         return model.model_validate(data)

@@ -362,6 +362,7 @@ def test_bad_requests_get_openai_errors(url):
     assert error["type"] == "invalid_request_error" and "not valid JSON" in error["message"]
     assert "UTF-8" in error_of(raw("/v1/completions", b'{"prompt": "\xff\xfe"}'), 400)["message"]
     assert "JSON object" in error_of(raw("/v1/completions", b"[1, 2]"), 400)["message"]
+    assert "deeply" in error_of(raw("/v1/completions", b'{"prompt": ' + b"[" * 100_000), 400)["message"]
     # Lone surrogates: JSON can spell them, Unicode text cannot hold them.
     assert "surrogate" in error_of(raw("/v1/completions", b'{"prompt": "a\\ud800"}'), 400, "prompt")["message"]
     chat = b'{"messages": [{"role": "user", "content": "\\udfff"}], "stream": true}'
