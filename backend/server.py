@@ -104,7 +104,11 @@ class Server:
         self.check_key(request)
         if self.draining:
             raise ApiError(503, "the server is shutting down", kind="server_error", code="server_shutting_down")
-        body = parse_body(await request.body(), model)
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone before its body arrived: nothing to run, nobody to answer
+            raise ApiError(400, "the client disconnected while sending the request body") from None
+        body = parse_body(raw, model)
         self.check_model(body.model)
         body.check()
         return body
