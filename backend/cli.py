@@ -1,5 +1,5 @@
-"""`llmsim serve`: the engine as an OpenAI-compatible server (registered through the
-`llmsim.commands` entry point; torch and the web stack load only when it runs)."""
+"""`llmsim serve` (the engine as an OpenAI-compatible server) and `llmsim export-tokenizer`, registered
+through the `llmsim.commands` entry point; torch and the web stack load only when a command runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def register(sub) -> None:
 
 
 def _cmd_serve(args) -> int:
-    from backend.server import run_cli  # torch and the web stack load only for this command
+    from backend.serve_command import run_cli  # torch and the web stack load only for this command
 
     return run_cli(args)
 
@@ -22,7 +22,13 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--checkpoint", default=None, metavar="DIR", help="Hugging Face safetensors folder to load")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 endpoints")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on every route but /health")
+    p.add_argument("--public-metrics", action="store_true", help="with --api-key: leave /metrics open")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds running requests may finish before they are ended (default 30)")
+    p.add_argument("--tokenizer-dir", default=None, metavar="DIR",
+                   help="where to write the model's tokenizer for load tools (default results/tokenizer/MODEL)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and activations")
     p.add_argument("--quantization", default=None, choices=["int8"], help="int8 weight-only linear layers")
@@ -38,3 +44,14 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("export-tokenizer", help="write a catalog model's tokenizer (tokenizer.json) for load tools")
+    p.add_argument("model", help="catalog model name, e.g. llama-20m")
+    p.add_argument("dir", help="folder to write tokenizer.json and tokenizer_config.json to")
+    p.set_defaults(func=_cmd_export_tokenizer)
+
+
+def _cmd_export_tokenizer(args) -> int:
+    from backend.char_tokenizer import run_cli
+
+    return run_cli(args)

@@ -155,10 +155,13 @@ class Engine:
             self._sampling[seq.seq_id] = params
         return seq
 
-    def abort(self, seq: Sequence) -> None:
-        """Drop a request wherever it is; its KV blocks return at once."""
+    def abort(self, seq: Sequence, reason: str = "abort") -> None:
+        """Drop a request wherever it is; its KV blocks return at once. `reason` is its finish
+        reason: "abort" (its client went away) or "stop" (a stop string matched)."""
         self.scheduler.abort(seq, self.now())
         self._sampling.pop(seq.seq_id, None)
+        if seq.finish_reason == "abort":
+            seq.finish_reason = reason
 
     # --- the loop ---------------------------------------------------------------------------
     def step(self, at: float | None = None) -> StepRecord | None:

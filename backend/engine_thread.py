@@ -4,7 +4,9 @@ The engine is single-threaded, so everything that touches it happens on this thr
 and aborts arrive through one thread-safe command queue, and each request's new tokens go back
 to its handler through `loop.call_soon_threadsafe` into that request's asyncio.Queue. When the
 engine has no work the thread blocks on the command queue; otherwise it drains the queue between
-steps, so a new request joins the very next step.
+steps, so a new request joins the very next step and an abort (a client that left, a stop
+string that matched) frees its sequence's KV blocks before the next step runs. The load gauges
+are updated after every step and every abort.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.engine import Engine
+from backend.logprobs import LogitsTap, TokenLogprob
 from simulator.common.errors import ConfigError
 from simulator.scheduling import Sequence
 
@@ -32,6 +35,9 @@ class TokenEvent:
     token_ids: list[int]
     finish_reason: str | None = None
     error: str | None = None
+    error_status: int = 500  # the HTTP status the error maps to (503 when the server shuts down)
+    logprobs: list[TokenLogprob | None] | None = None  # one per token, when the request asked for them
+    index: int = 0  # the choice of the request this event belongs to
 
 
 @dataclass(eq=False)
@@ -43,12 +49,15 @@ class RequestHandle:
     options: dict[str, Any]  # add_request keyword arguments (sampling, eos)
     arrival: float  # engine clock when the HTTP request came in
     loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)  # may be shared by a request's choices
+    index: int = 0  # which choice of its request this is
+    top_logprobs: int | None = None  # None: no logprobs; k: the chosen token's and k alternatives
     seq: Sequence | None = None  # set on the engine thread
     sent: int = 0  # output tokens already handed to the handler (engine thread only)
     waiting: bool = False  # counted among the waiting requests (submitted, not yet running)
 
     def push(self, event: TokenEvent) -> None:
+        event.index = self.index
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the handler's event loop has closed: nobody is listening
@@ -67,6 +76,7 @@ class EngineThread:
         self.engine = engine
         self.max_waiting = max_waiting
         self.metrics = metrics
+        self._tap = LogitsTap(engine.runner.model)
         self._commands: queue.Queue = queue.Queue()
         self._active: dict[int, RequestHandle] = {}  # seq_id -> handle, engine thread only
         self._waiting = 0  # submitted and not yet running; guarded by _lock
@@ -92,19 +102,26 @@ class EngineThread:
     def num_waiting(self) -> int:
         return self._waiting
 
-    def submit(self, handle: RequestHandle) -> bool:
-        """Queue a request; False (refused) when max_waiting requests are already waiting."""
+    def submit(self, *handles: RequestHandle) -> bool:
+        """Queue requests (all or none); False (refused) when that would put more than
+        max_waiting requests in the waiting queue."""
         with self._lock:
-            if self.max_waiting is not None and self._waiting >= self.max_waiting:
+            if self.max_waiting is not None and self._waiting + len(handles) > self.max_waiting:
                 return False
-            self._waiting += 1
-        handle.waiting = True
-        self._commands.put(("add", handle))
+            self._waiting += len(handles)
+        for handle in handles:
+            handle.waiting = True
+            self._commands.put(("add", handle))
         return True
 
-    def abort(self, handle: RequestHandle) -> None:
-        """Stop a request (its client went away); its KV blocks return on the engine thread."""
-        self._commands.put(("abort", handle))
+    def abort(self, handle: RequestHandle, reason: str = "abort") -> None:
+        """Stop a request: "abort" when its client went away, "stop" when a stop string matched.
+        Its KV blocks return on the engine thread before the next step."""
+        self._commands.put(("abort", (handle, reason)))
+
+    def fail_all(self, message: str, status: int = 503) -> None:
+        """End every request in flight with an error (the server is shutting down)."""
+        self._commands.put(("fail", (message, status)))
 
     # --- engine thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -113,18 +130,19 @@ class EngineThread:
             self._drain(block=stalled or not self.engine.has_work)
             if not self.engine.has_work:
                 continue
+            self._tap.wanted = any(h.top_logprobs is not None for h in self._active.values())
             try:
                 record = self.engine.step()
             except Exception as exc:  # a fault in one step must not take the server down
                 log.exception("engine step failed")
-                self._fail_all(f"engine step failed: {exc}")
+                self._fail_all(f"engine step failed: {exc}", 500)
                 continue
             stalled = record is None
             if record is not None:
                 self._publish(record.seq_ids)
-            if self.metrics is not None:
-                self.metrics.set_state(self.engine)
-        self._fail_all("server shutting down")
+            self._tap.clear()
+            self._report_state()
+        self._fail_all("server shutting down", 503)
 
     def _drain(self, block: bool) -> None:
         try:
@@ -135,11 +153,17 @@ class EngineThread:
         except queue.Empty:
             pass
 
-    def _apply(self, kind: str, handle: RequestHandle | None) -> None:
+    def _apply(self, kind: str, arg) -> None:
         if kind == "add":
-            self._add(handle)
+            self._add(arg)
         elif kind == "abort":
-            self._abort(handle)
+            self._abort(*arg)
+        elif kind == "fail":
+            self._fail_all(*arg)
+
+    def _report_state(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set_state(self.engine)
 
     def _add(self, handle: RequestHandle) -> None:
         try:
@@ -156,18 +180,18 @@ class EngineThread:
             handle.push(TokenEvent([], error="the request does not fit in the KV cache"))
             return
         self._active[seq.seq_id] = handle
-        if self.metrics is not None:
-            self.metrics.set_state(self.engine)
+        self._report_state()
 
-    def _abort(self, handle: RequestHandle) -> None:
+    def _abort(self, handle: RequestHandle, reason: str) -> None:
         seq = handle.seq
         if seq is None or seq.is_finished:
             return
-        self.engine.abort(seq)
+        self.engine.abort(seq, reason)
         self._active.pop(seq.seq_id, None)
         self._leave_waiting(handle)
         if self.metrics is not None:
             self.metrics.observe_finish(seq)
+        self._report_state()
 
     def _leave_waiting(self, handle: RequestHandle) -> None:
         """The request stopped waiting (it runs, finished, failed or was aborted)."""
@@ -177,7 +201,7 @@ class EngineThread:
                 self._waiting -= 1
 
     def _publish(self, seq_ids: list[int]) -> None:
-        for seq_id in seq_ids:
+        for row, seq_id in enumerate(seq_ids):  # rows of the step, in the order of its logits
             handle = self._active.get(seq_id)
             if handle is None:
                 continue
@@ -189,15 +213,18 @@ class EngineThread:
             if self.metrics is not None:
                 self.metrics.observe_tokens(seq, handle.sent)
             handle.sent += len(new)
+            logprobs = None
+            if handle.top_logprobs is not None and new:  # a step samples one token per sequence
+                logprobs = [None] * (len(new) - 1) + [self._tap.read(row, new[-1], handle.top_logprobs)]
             reason = None
             if seq.is_finished:
                 reason = seq.finish_reason
                 del self._active[seq_id]
                 if self.metrics is not None:
                     self.metrics.observe_finish(seq)
-            handle.push(TokenEvent(list(new), reason))
+            handle.push(TokenEvent(list(new), reason, logprobs=logprobs))
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, status: int) -> None:
         """Abort every request in flight and tell its handler why."""
         for handle in list(self._active.values()):
             if handle.seq is not None and not handle.seq.is_finished:
@@ -206,13 +233,16 @@ class EngineThread:
                 except Exception:  # the engine is already in trouble; report the request anyway
                     log.exception("abort failed")
             self._leave_waiting(handle)
-            handle.push(TokenEvent([], error=message))
+            if self.metrics is not None and handle.seq is not None:
+                self.metrics.observe_finish(handle.seq)
+            handle.push(TokenEvent([], error=message, error_status=status))
         self._active.clear()
         while True:  # requests still in the command queue never reached the engine
             try:
-                kind, handle = self._commands.get_nowait()
+                kind, arg = self._commands.get_nowait()
             except queue.Empty:
                 break
             if kind == "add":
-                self._leave_waiting(handle)
-                handle.push(TokenEvent([], error=message))
+                self._leave_waiting(arg)
+                arg.push(TokenEvent([], error=message, error_status=status))
+        self._report_state()

@@ -1,15 +1,20 @@
 """An OpenAI-compatible HTTP server over the engine: completions and chat, streamed or not.
 
-Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
-GET /metrics (Prometheus text). Streams are server-sent events, one chunk per generated token,
-a closing chunk with the finish reason, an optional usage chunk (`stream_options.include_usage`),
-then `data: [DONE]`. The first chat chunk carries the role and the first token's content
-together: a role-only chunk would look like a first token to clients that time them.
+Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /v1/models/{id},
+GET|HEAD /health, GET|HEAD /metrics (Prometheus text), and the API docs (/docs, /redoc,
+/openapi.json). Requests take `n` choices, `stop` strings, `logprobs` (chat: `logprobs` and
+`top_logprobs`), completions' `echo`, `seed`, `ignore_eos` and `stream_options.include_usage`.
 
-Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for malformed
-JSON, wrong types, bad values and prompts that do not fit the context; 401 for a wrong or missing
-API key (when one is set); 404 for an unknown model; 429 when the waiting queue is full. A client
-that disconnects mid-request has its sequence aborted and its KV blocks returned.
+Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, for every status:
+400 for bodies that are not UTF-8 JSON objects, wrong types, bad values, unsupported fields and
+prompts that do not fit the context; 401 for a wrong or missing API key (checked before the
+body is read); 404 for an unknown model or route; 405 for a wrong method; 429 (with
+Retry-After) when the waiting queue is full; 503 while shutting down.
+
+With an API key every route but /health needs it, /metrics too unless `public_metrics`. A client
+that disconnects, streamed or not, has its sequences aborted before the engine's next step. On
+SIGTERM or SIGINT the server stops taking requests and lets running ones finish for up to
+`drain_timeout` seconds; then it ends them (streams with an error event) and exits.
 """
 
 from __future__ import annotations
@@ -18,47 +23,73 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from backend.engine import Engine
-from backend.engine_thread import EngineThread, RequestHandle, TokenEvent
-from backend.openai_schema import ApiError, ChatRequest, Common, CompletionRequest, validation_error
-from backend.server_metrics import ServerMetrics
-from backend.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from backend.engine_thread import EngineThread, RequestHandle
+from backend.generation import Generation
+from backend.openai_schema import (
+    ApiError,
+    ChatRequest,
+    Common,
+    CompletionRequest,
+    parse_body,
+    validation_error,
+)
+from backend.responses import ChoiceText, Reply
+from backend.server_metrics import DeliveryTimer, ServerMetrics
+from backend.tokenizer import CharTokenizer, HFTokenizer
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
+# Chat has no default in OpenAI's API, and vLLM's (the rest of the context) makes a random-weight
+# model, which almost never emits EOS, run every such request to the end of its context. A
+# typical chat answer fits in this many tokens; a client that wants more says so.
+DEFAULT_CHAT_TOKENS = 256
+RETRY_AFTER_S = 1  # a 429's Retry-After: a waiting seat frees as soon as a request is admitted
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
 
 
-# --- the app ---------------------------------------------------------------------------------
+# --- the serving state -----------------------------------------------------------------------
 
 
 class Server:
     """The serving state the endpoints share: engine thread, tokenizer, settings."""
 
     def __init__(self, engine: Engine, model_name: str, api_key: str | None = None,
-                 max_waiting: int | None = None, tokenizer: ByteTokenizer | HFTokenizer | None = None):  # fmt: skip
+                 max_waiting: int | None = None, tokenizer: CharTokenizer | HFTokenizer | None = None,
+                 public_metrics: bool = False, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S):  # fmt: skip
         self.engine = engine
         self.model_name = model_name
         self.api_key = api_key
+        self.public_metrics = public_metrics
+        self.drain_timeout = drain_timeout
         self.vocab_size = engine.runner.spec.vocab_size
-        self.tokenizer = tokenizer or ByteTokenizer(self.vocab_size)
+        self.tokenizer = tokenizer or CharTokenizer(self.vocab_size)
         self.metrics = ServerMetrics(model_name)
         self.worker = EngineThread(engine, max_waiting, self.metrics)
         self.created = int(time.time())
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- checks --------------------------------------------------------------------------
     def check_key(self, request: Request) -> None:
         if self.api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), self.api_key):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # Starlette decodes headers as latin-1: encoding back gives the bytes the client sent.
+        given = token.strip().encode("latin-1", "replace")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given, self.api_key.encode()):
             raise ApiError(401, "invalid or missing API key (send 'Authorization: Bearer <key>')",
                            code="invalid_api_key")  # fmt: skip
 
@@ -66,6 +97,20 @@ class Server:
         if name is not None and name != self.model_name:
             raise ApiError(404, f"model {name!r} does not exist; this server serves {self.model_name!r}",
                            "model", "model_not_found")  # fmt: skip
+
+    async def read(self, request: Request, model: type[BaseModel]) -> Common:
+        """The checked request body: the key first, then the body and its model."""
+        self.check_key(request)
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", kind="server_error", code="server_shutting_down")
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone before its body arrived: nothing to run, nobody to answer
+            raise ApiError(400, "the client disconnected while sending the request body") from None
+        body = parse_body(raw, model)
+        self.check_model(body.model)
+        body.check()
+        return body
 
     def prompt_ids(self, prompt) -> list[int]:
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
@@ -96,64 +141,111 @@ class Server:
                            "the server has", param, "context_length_exceeded")  # fmt: skip
 
     # --- one request ---------------------------------------------------------------------
-    def submit(self, body: Common, prompt_ids: list[int], max_tokens: int) -> RequestHandle:
-        temperature = 1.0 if body.temperature is None else body.temperature
-        options = {
-            "temperature": temperature,
-            "top_p": 1.0 if body.top_p is None else body.top_p,
-            "seed": body.seed,
-            "ignore_eos": body.ignore_eos,
-            "eos_token_id": self.tokenizer.eos_token_id,
-        }
-        handle = RequestHandle(prompt_ids, max_tokens, options, self.engine.now(), asyncio.get_running_loop())
-        if not self.worker.submit(handle):
+    def submit(self, body: Common, prompt_ids: list[int], max_tokens: int, arrival: float) -> Generation:
+        """Queue one sequence per choice on the engine."""
+        limit = self.worker.max_waiting
+        if limit is not None and body.n > limit:
+            raise ApiError(400, f"n: got {body.n}; this server queues at most {limit} sequences", "n")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        handles = []
+        for i in range(body.n):
+            options = {
+                "temperature": 1.0 if body.temperature is None else body.temperature,
+                "top_p": 1.0 if body.top_p is None else body.top_p,
+                "seed": None if body.seed is None else body.seed + i,  # each choice its own stream
+                "ignore_eos": body.ignore_eos,
+                "eos_token_id": self.tokenizer.eos_token_id,
+            }
+            handles.append(RequestHandle(prompt_ids, max_tokens, options, arrival, loop, queue, index=i,
+                                         top_logprobs=body.logprob_count))  # fmt: skip
+        if not self.worker.submit(*handles):
             raise ApiError(429, f"the server is busy: {self.worker.num_waiting} requests are already waiting",
-                           kind="rate_limit_error", code="rate_limit_exceeded")  # fmt: skip
-        return handle
+                           kind="rate_limit_error", code="rate_limit_exceeded",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        return Generation(self.worker, handles, queue, arrival)
 
-    async def events(self, handle: RequestHandle, request: Request | None = None) -> AsyncIterator[TokenEvent]:
-        """The request's token events until it finishes. With `request`, stops (and aborts the
-        sequence) when the client disconnects; a cancelled stream aborts it too."""
-        done = False
-        try:
-            while True:
-                if request is None:
-                    event = await handle.events.get()
-                else:
-                    try:
-                        event = await asyncio.wait_for(handle.events.get(), timeout=1.0)
-                    except asyncio.TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        continue
-                done = event.finish_reason is not None or event.error is not None
-                yield event
-                if done:
-                    return
-        finally:
-            if not done:
-                self.worker.abort(handle)
+    # --- shutting down -------------------------------------------------------------------
+    def begin_drain(self) -> None:
+        """Refuse new requests; end the running ones once drain_timeout has passed (any thread)."""
+        if self.draining:
+            return
+        self.draining = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, self.drain_timeout, self._end_running)
+
+    def _end_running(self) -> None:
+        self.worker.fail_all(f"the server is shutting down: requests still running after the "
+                             f"{self.drain_timeout:g} s drain were ended")  # fmt: skip
+
+
+class UvicornServer(uvicorn.Server):
+    """uvicorn's server; its shutdown signal (SIGTERM, SIGINT) also starts the app's drain."""
+
+    def __init__(self, server: Server, config: uvicorn.Config):
+        super().__init__(config)
+        self.app_server = server
+
+    def handle_exit(self, sig, frame) -> None:
+        self.app_server.begin_drain()
+        super().handle_exit(sig, frame)
+
+
+def make_uvicorn(server: Server, **config) -> UvicornServer:
+    """A uvicorn server for `server`'s app; it waits for the drain, then a little longer for the
+    connections the drain ended to close."""
+    config.setdefault("timeout_graceful_shutdown", server.drain_timeout + 5)
+    return UvicornServer(server, uvicorn.Config(create_app(server), **config))
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+class _StampArrival:
+    """ASGI middleware: the engine-clock instant each request reached the app, before anything
+    (routing, reading the body, tokenizing) happened to it."""
+
+    def __init__(self, app, clock):
+        self.app, self.clock = app, clock
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["arrival"] = self.clock()
+        await self.app(scope, receive, send)
 
 
 def create_app(server: Server) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        server._loop = asyncio.get_running_loop()
         server.worker.start()
         try:
             yield
         finally:
             server.worker.stop()
 
-    app = FastAPI(title="llmsim engine", lifespan=lifespan)
+    app = FastAPI(title="llmsim engine", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
+    app.add_middleware(_StampArrival, clock=server.engine.now)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return exc.response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"method {request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+            return ApiError(405, message, code="method_not_allowed", headers=exc.headers).response()
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /docs for the API"
+            return ApiError(404, message, code="not_found").response()
+        return ApiError(exc.status_code, str(exc.detail), headers=exc.headers).response()
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return validation_error(exc).response()
+        return validation_error(exc.errors()).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -162,208 +254,177 @@ def create_app(server: Server) -> FastAPI:
     def authorised(request: Request) -> None:
         server.check_key(request)
 
+    def metrics_access(request: Request) -> None:
+        if not server.public_metrics:
+            server.check_key(request)
+
     @app.get("/health")
     async def health():
         if not server.worker.is_alive:
             return JSONResponse({"status": "engine stopped"}, status_code=503)
+        if server.draining:
+            return JSONResponse({"status": "shutting down"}, status_code=503)
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(metrics_access)])
     async def metrics():
         return Response(server.metrics.render(), media_type=server.metrics.content_type)
 
+    # HEAD answers as GET does, without the body (monitors probe with it)
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/metrics", metrics, methods=["HEAD"], include_in_schema=False,
+                      dependencies=[Depends(metrics_access)])  # fmt: skip
+
+    def card() -> dict:
+        return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "llmsim",
+                "root": server.model_name, "max_model_len": server.engine.max_model_len}  # fmt: skip
+
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     async def models():
-        card = {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "llmsim",
-                "max_model_len": server.engine.max_model_len}  # fmt: skip
-        return {"object": "list", "data": [card]}
+        return {"object": "list", "data": [card()]}
 
-    @app.post("/v1/completions", dependencies=[Depends(authorised)])
-    async def completions(body: CompletionRequest, request: Request):
-        server.check_model(body.model)
-        body.check_supported()
+    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(authorised)])
+    async def model(model_id: str):
+        if model_id != server.model_name:
+            raise ApiError(404, f"model {model_id!r} does not exist; this server serves {server.model_name!r}",
+                           "model", "model_not_found")  # fmt: skip
+        return card()
+
+    @app.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
+    async def completions(request: Request):
+        body = await server.read(request, CompletionRequest)
         ids = server.prompt_ids(body.prompt)
-        return await _respond(server, "completion", body, ids, body.max_tokens or DEFAULT_COMPLETION_TOKENS, request)
+        echo = _prompt_text(body.prompt, ids, server.tokenizer) if body.echo else None
+        return await _respond(server, "completion", body, ids, body.max_tokens or DEFAULT_COMPLETION_TOKENS,
+                              request, echo)  # fmt: skip
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
-    async def chat(body: ChatRequest, request: Request):
-        server.check_model(body.model)
-        body.check_supported()
+    @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
+    async def chat(request: Request):
+        body = await server.read(request, ChatRequest)
         ids = server.tokenizer.encode_chat([(m.role, m.text()) for m in body.messages])
-        max_tokens = body.max_completion_tokens or body.max_tokens or max(1, server.engine.max_model_len - len(ids))
+        room = server.engine.max_model_len - len(ids)
+        max_tokens = body.max_completion_tokens or body.max_tokens or max(1, min(DEFAULT_CHAT_TOKENS, room))
         return await _respond(server, "chat", body, ids, max_tokens, request)
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorised)])
+    async def openapi():
+        return JSONResponse(_openapi(app))
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(authorised)])
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[Depends(authorised)])
+    async def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+
     return app
+
+
+def _body_schema(model: type[BaseModel]) -> dict:
+    """The OpenAPI request body of an endpoint that reads its body itself."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The app's OpenAPI document, the request bodies' nested models added to its components."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for path in spec.get("paths", {}).values():
+            for operation in path.values():
+                body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+                schemas.update(body.get("schema", {}).pop("$defs", {}))
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 # --- responses -------------------------------------------------------------------------------
 
 
-async def _respond(server: Server, kind: str, body, ids: list[int], max_tokens: int, request: Request):
+async def _respond(server: Server, kind, body: Common, ids: list[int], max_tokens: int, request: Request,
+                   echo: str | None = None):  # fmt: skip
     """Queue a checked request on the engine; stream its tokens as SSE or return them whole."""
     server.check_length(len(ids), max_tokens, "max_tokens")
-    handle = server.submit(body, ids, max_tokens)
-    reply = _Reply(server, kind, len(ids))
-    if body.stream:
-        usage = body.stream_options is not None and body.stream_options.include_usage
-        return _sse(reply.stream(server.events(handle), usage))
-    return await reply.collect(server.events(handle, request))
-
-
-def _sse(chunks: AsyncIterator[dict | str]) -> StreamingResponse:
-    async def lines():
-        async for chunk in chunks:
-            data = chunk if isinstance(chunk, str) else json.dumps(chunk, separators=(",", ":"))
-            yield f"data: {data}\n\n"
-
-    return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-class _Reply:
-    """Builds one request's response objects, completions or chat, streamed or whole."""
-
-    def __init__(self, server: Server, kind: Literal["completion", "chat"], prompt_tokens: int):
-        self.kind = kind
-        self.model = server.model_name
-        self.prompt_tokens = prompt_tokens
-        self.decoder = server.tokenizer.stream_decoder()
-        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
-        self.created = int(time.time())
-
-    def usage(self, completion_tokens: int) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_tokens + completion_tokens}  # fmt: skip
-
-    def _chunk(self, choice: dict | None, usage: bool) -> dict:
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        chunk = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                 "choices": [] if choice is None else [choice]}  # fmt: skip
-        if usage:
-            chunk["usage"] = None
-        return chunk
-
-    def _choice(self, text: str | None, reason: str | None, first: bool) -> dict:
-        if self.kind == "chat":
-            delta = {} if text is None else {"content": text}
-            if first and text is not None:
-                delta = {"role": "assistant", **delta}
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
-
-    async def stream(self, events: AsyncIterator[TokenEvent], include_usage: bool) -> AsyncIterator[dict | str]:
-        count = 0
-        async for event in events:
-            if event.error is not None:
-                yield {"error": ApiError(500, event.error, kind="server_error").body()["error"]}
-                break
-            for i, token in enumerate(event.token_ids):
-                last = event.finish_reason is not None and i == len(event.token_ids) - 1
-                text = self.decoder.feed([token], final=last)
-                yield self._chunk(self._choice(text, None, first=count == 0), include_usage)
-                count += 1
-            if event.finish_reason is not None:
-                yield self._chunk(self._choice(None, event.finish_reason, first=False), include_usage)
-                if include_usage:
-                    yield {**self._chunk(None, False), "usage": self.usage(count)}
-        yield "[DONE]"
-
-    async def collect(self, events: AsyncIterator[TokenEvent]) -> dict:
-        tokens: list[int] = []
-        reason = None
-        async for event in events:
-            if event.error is not None:
-                raise ApiError(500, event.error, kind="server_error")
-            tokens += event.token_ids
-            reason = event.finish_reason
-        if reason is None:  # the client went away; nobody reads this
-            return {}
-        text = self.decoder.feed(tokens, final=True)
-        if self.kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": reason}  # fmt: skip
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-        obj = "chat.completion" if self.kind == "chat" else "text_completion"
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "choices": [choice], "usage": self.usage(len(tokens))}  # fmt: skip
-
-
-# --- running it ------------------------------------------------------------------------------
-
-
-def build_server(
-    model: str | None,
-    *,
-    checkpoint: str | None = None,
-    device: str = "auto",
-    dtype: str = "fp32",
-    quantization: str | None = None,
-    kv_cache_gb: float | None = None,
-    scheduler: dict | None = None,
-    api_key: str | None = None,
-    max_waiting: int | None = None,
-    seed: int = 0,
-) -> Server:
-    """A Server for a catalog model (random weights) or a checkpoint folder."""
-    from pydantic import ValidationError
-
-    from backend.device import resolve_device
-    from backend.loader import load_checkpoint
-    from backend.runner import ModelRunner
-    from simulator.common.errors import ConfigError
-    from simulator.scheduling import SchedulerConfig
-
-    if model is None and checkpoint is None:
-        raise ConfigError("--model: give a catalog model name, or --checkpoint DIR")
+    generation = server.submit(body, ids, max_tokens, request.state.arrival)
     try:
-        config = SchedulerConfig(**(scheduler or {}))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        flag = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
-        raise ConfigError(f"{flag}: {err['msg']} (got {err.get('input')!r})") from None
-    source = load_checkpoint(checkpoint, dtype, resolve_device(device)) if checkpoint else model
-    runner = ModelRunner(source, device=device, dtype=dtype, quantization=quantization,
-                         kv_cache_gb=kv_cache_gb, block_size=config.block_size, seed=seed)  # fmt: skip
-    engine = Engine(runner, config, max_records=100_000)
-    name = model or runner.spec.name
-    tokenizer = load_tokenizer(checkpoint, runner.spec.vocab_size)
-    return Server(engine, name, api_key=api_key, max_waiting=max_waiting, tokenizer=tokenizer)
+        reply = Reply(kind, server.model_name, server.tokenizer, len(ids), body.logprob_count)
+        choices = [ChoiceText(i, server.tokenizer, body.stop_strings) for i in range(body.n)]
+        timer = DeliveryTimer(server.metrics, generation.arrival, server.engine.now)
+        if body.stream:
+            lines = _stream(reply, choices, generation, request, timer, body.include_usage, echo)
+            return _EventStream(generation, lines)
+        return await _collect(reply, choices, generation, request, timer, echo)
+    except BaseException:
+        generation.close()
+        raise
 
 
-def run_cli(args) -> int:
-    """`llmsim serve`: build the server from command-line arguments and serve until interrupted."""
-    import torch
-    import uvicorn
+def _prompt_text(prompt, ids: list[int], tokenizer) -> str:
+    """What completions' echo returns: the prompt as sent, or its token ids decoded."""
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        prompt = prompt[0]
+    return prompt if isinstance(prompt, str) else tokenizer.decode(ids)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    scheduler = {"policy": args.policy, "max_num_seqs": args.max_num_seqs}
-    if args.max_model_len:
-        scheduler["max_model_len"] = args.max_model_len
-    if args.enable_prefix_caching:
-        scheduler["enable_prefix_caching"] = True
-    server = build_server(
-        args.model,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        dtype=args.dtype,
-        quantization=args.quantization,
-        kv_cache_gb=args.kv_cache_gb,
-        scheduler=scheduler,
-        api_key=args.api_key,
-        max_waiting=args.max_waiting,
-        seed=args.seed,
-    )
-    runner = server.engine.runner
-    print(
-        f"llmsim serve: {server.model_name} on {runner.device} ({str(runner.dtype).removeprefix('torch.')}"
-        f"{', int8 weights' if runner.quantization else ''}), {runner.weight_bytes / 2**20:,.0f} MiB of weights, "
-        f"KV cache {runner.num_blocks} blocks x {runner.block_size} tokens, policy {args.policy}; "
-        f"http://{args.host}:{args.port}/v1"
-    )
-    if runner.device.type == "cpu":
-        from backend import native
 
-        print(f"native CPU kernels: {native.status()}")
-    uvicorn.run(create_app(server), host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+class _EventStream(StreamingResponse):
+    """A server-sent-event stream that aborts its sequences however it ends (finished, client
+    gone, cancelled before its first chunk)."""
+
+    def __init__(self, generation: Generation, lines):
+        super().__init__(lines, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.generation = generation
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            pass
+        finally:
+            self.generation.close()
+
+
+def _data(obj) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+async def _stream(reply: Reply, choices: list[ChoiceText], generation: Generation, request: Request,
+                  timer: DeliveryTimer, include_usage: bool, echo: str | None):  # fmt: skip
+    if echo is not None:
+        for choice in choices:
+            yield _data(reply.echo_chunk(choice, echo, include_usage))
+    async for event in generation.events(request):
+        if event.error is not None:
+            yield _data({"error": ApiError(event.error_status, event.error, kind="server_error").body()["error"]})
+            yield _data("[DONE]")
+            return
+        choice = choices[event.index]
+        for chunk in reply.token_chunks(choice, choice.feed(event), include_usage):
+            yield _data(chunk)
+            timer.delivered(choice.index)  # the chunk's bytes were just handed to the connection
+        if choice.finish_reason is not None:
+            if choice.stopped_by_string:
+                generation.finish(choice.index)
+            yield _data(reply.closing_chunk(choice, include_usage))
+    if generation.client_left:
+        return
+    if include_usage:
+        yield _data(reply.usage_chunk(choices))
+    yield _data("[DONE]")
+    timer.finished()
+
+
+async def _collect(reply: Reply, choices: list[ChoiceText], generation: Generation, request: Request,
+                   timer: DeliveryTimer, echo: str | None) -> Response:  # fmt: skip
+    texts: list[list] = [[] for _ in choices]
+    async for event in generation.events(request):
+        if event.error is not None:
+            raise ApiError(event.error_status, event.error, kind="server_error")
+        choice = choices[event.index]
+        texts[event.index] += choice.feed(event)
+        if choice.stopped_by_string:
+            generation.finish(choice.index)
+    if generation.client_left:  # nobody reads this
+        return Response(status_code=499)
+    return JSONResponse(reply.whole(choices, texts, echo), background=BackgroundTask(timer.whole_delivered))

@@ -1,47 +1,47 @@
-"""A self-contained byte-level tokenizer, so the server can take and return text with any model.
+"""The server's tokenizers: the character tokenizer of catalog models, or a checkpoint's own.
 
-Ids 0..2 are special (PAD, BOS, EOS); id 3 + b is the byte b of the UTF-8 text. Ids past the byte
-range (most of a real vocabulary) are tokens this tokenizer cannot spell: each decodes to U+FFFD,
-so every generated token shows in a text stream, one character per token. Special ids decode to
-nothing.
+Catalog models (random weights) use `backend.char_tokenizer`: every id is one character of text,
+so whatever the model generates streams as one character per token and reads back as the same
+tokens. Special ids emitted in the middle of an output show as their text (`<s>`, `</s>`,
+`<unk>`), which reads back as the same id too.
 
 Chat messages are rendered with this template (BOS first, then one block per message, then the
-assistant's header, which the model continues):
+assistant's header, which the model continues); the exported tokenizer carries it as its Jinja
+chat template:
 
     <|system|>\\n{content}\\n<|user|>\\n{content}\\n<|assistant|>\\n
 """
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 
-from simulator.common.errors import ConfigError
+from backend import char_tokenizer
 
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-BYTE_OFFSET = 3
 REPLACEMENT = "\ufffd"
 
 
-class ByteTokenizer:
+class CharTokenizer:
+    """The character tokenizer of a model with `vocab_size` ids (a `tokenizers.Tokenizer`)."""
+
     def __init__(self, vocab_size: int):
-        if vocab_size < BYTE_OFFSET + 256:
-            raise ConfigError(
-                f"vocab_size: got {vocab_size}; the byte tokenizer needs at least {BYTE_OFFSET + 256} ids"
-            )
+        self.tok = char_tokenizer.build(vocab_size)
         self.vocab_size = vocab_size
-        self.bos_token_id = BOS_ID
-        self.eos_token_id = EOS_ID
+        self.bos_token_id = char_tokenizer.BOS_ID
+        self.eos_token_id = char_tokenizer.EOS_ID
+        self._texts = char_tokenizer.vocabulary(vocab_size)
 
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        ids = [b + BYTE_OFFSET for b in text.encode("utf-8")]
-        return [BOS_ID, *ids] if add_bos else ids
+        return self.tok.encode(text, add_special_tokens=add_bos).ids
 
     def decode(self, ids: list[int]) -> str:
-        return self.stream_decoder().feed(ids, final=True)
+        return "".join(self._texts[t] for t in ids)
 
-    def stream_decoder(self) -> StreamDecoder:
-        return StreamDecoder()
+    def token_text(self, token: int) -> str:
+        return self._texts[token]
+
+    def stream_decoder(self) -> CharStreamDecoder:
+        return CharStreamDecoder(self._texts)
 
     def encode_chat(self, messages: list[tuple[str, str]]) -> list[int]:
         return self.encode(render_chat(messages))
@@ -52,23 +52,14 @@ def render_chat(messages: list[tuple[str, str]]) -> str:
     return "".join(f"<|{role}|>\n{content}\n" for role, content in messages) + "<|assistant|>\n"
 
 
-class StreamDecoder:
-    """Decodes a request's tokens as they arrive: a character split over several byte tokens
-    appears with its last byte; bytes that can never form valid UTF-8 become U+FFFD."""
+class CharStreamDecoder:
+    """Each token's text as it arrives: nothing is ever held back."""
 
-    def __init__(self):
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    def __init__(self, texts: list[str]):
+        self._texts = texts
 
     def feed(self, ids: list[int], final: bool = False) -> str:
-        parts = []
-        for token in ids:
-            if BYTE_OFFSET <= token < BYTE_OFFSET + 256:
-                parts.append(self._utf8.decode(bytes([token - BYTE_OFFSET])))
-            elif token >= BYTE_OFFSET + 256:
-                parts.append(self._utf8.decode(b"", final=True) + REPLACEMENT)
-        if final:
-            parts.append(self._utf8.decode(b"", final=True))
-        return "".join(parts)
+        return "".join(self._texts[t] for t in ids)
 
 
 class HFTokenizer:
@@ -88,6 +79,9 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return self.hf.decode([token])
 
     def stream_decoder(self) -> HFStreamDecoder:
         return HFStreamDecoder(self.hf)
@@ -120,16 +114,16 @@ class HFStreamDecoder:
         return after[len(before) :]
 
 
-def load_tokenizer(checkpoint: str | None, vocab_size: int) -> ByteTokenizer | HFTokenizer:
+def load_tokenizer(checkpoint: str | None, vocab_size: int) -> CharTokenizer | HFTokenizer:
     """The checkpoint's tokenizer when the folder has one (and transformers is installed), the
-    byte-level tokenizer otherwise."""
+    character tokenizer otherwise."""
     if checkpoint is not None and (Path(checkpoint) / "tokenizer.json").is_file():
         try:
             from transformers import AutoTokenizer
         except ImportError:
             import warnings
 
-            warnings.warn("transformers is not installed: text uses the byte-level tokenizer", stacklevel=2)
+            warnings.warn("transformers is not installed: text uses the character tokenizer", stacklevel=2)
         else:
             return HFTokenizer(AutoTokenizer.from_pretrained(checkpoint))
-    return ByteTokenizer(vocab_size)
+    return CharTokenizer(vocab_size)

@@ -242,7 +242,8 @@ def test_flag_workload_rejects_nonsense():
 
 def test_end_to_end_against_llmsim_serve(tmp_path):
     torch = pytest.importorskip("torch")
-    from backend.server import build_server, create_app
+    from backend.serve_command import build_server
+    from backend.server import create_app
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the engine thread shares the machine with the client
