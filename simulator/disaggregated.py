@@ -208,7 +208,7 @@ def simulate(scenario: Scenario, workload: Workload, pools: Pools | None = None)
     def replica(pool: Pool, replica_id: int, on_finish) -> Replica:
         dep, cfg = pool.deployment, pool.scenario.scheduler
         blocks = make_block_manager(cfg, dep.num_blocks, workload.hash_block_tokens)
-        scheduler = make_scheduler(cfg, blocks, dep.max_model_len, dep.num_host_blocks)
+        scheduler = make_scheduler(cfg, blocks, dep.max_model_len, dep.num_host_blocks, dep.device)
         return Replica(
             env, replica_id, scheduler, dep.execution, on_finish, merge, swap_s_per_token=dep.swap_s_per_token,
             speculation=speculation if pool.role == "decode" else None,
@@ -266,7 +266,8 @@ def run_disaggregated(scenario: Scenario, seed: int, started: float | None = Non
         "execution": {"prefill": pools.prefill.execution.describe(), "decode": pools.decode.execution.describe()},
         **run_counts(replicas, seqs, workload, end, started),
     }
-    info.update(_scheduling_info(scenario, seqs, handoff.decode + handoff.prefill))
+    # The pools' own settings (prefix caching is off in both, whatever the policy's default).
+    info.update(_scheduling_info(pools.decode.scenario, seqs, handoff.decode + handoff.prefill))
     description = (
         f"{info['model']}, disaggregated: {prefill['replicas']}x{prefill['tensor_parallel']} {prefill['hardware']} "
         f"prefill + {decode['replicas']}x{decode['tensor_parallel']} {decode['hardware']} decode, "

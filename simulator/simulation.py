@@ -18,7 +18,7 @@ from simulator.replica import Replica
 from simulator.results import Results
 from simulator.routing import make_router
 from simulator.scenario import Scenario
-from simulator.scheduling import SeqStatus, Sequence, make_block_manager, make_scheduler
+from simulator.scheduling import DeviceClass, SeqStatus, Sequence, make_block_manager, make_scheduler, resolve
 from simulator.specs import GiB
 from simulator.speculation import Speculation, blocks_left_with_draft, draft_execution
 from simulator.workload import Workload, generate
@@ -84,6 +84,12 @@ class Deployment:
     def swap_s_per_token(self) -> float:
         """Seconds to copy one token's KV between GPU and host; every rank uses its own link."""
         return self.kv_bytes_per_token / self.scenario.hardware_spec().host_link_bandwidth
+
+    @property
+    def device(self) -> DeviceClass:
+        """What the batching policy's default batch sizes depend on (vLLM V1's do)."""
+        hw = self.scenario.hardware_spec()
+        return DeviceClass(hw.name, hw.memory_bytes / GiB, world_size=self.scenario.deployment.tensor_parallel)
 
     @property
     def num_host_blocks(self) -> int:
@@ -153,7 +159,7 @@ def simulate(
 
     def new_replica(i: int) -> Replica:
         blocks = make_block_manager(cfg, deployment.num_blocks, workload.hash_block_tokens)
-        scheduler = make_scheduler(cfg, blocks, deployment.max_model_len, deployment.num_host_blocks)
+        scheduler = make_scheduler(cfg, blocks, deployment.max_model_len, deployment.num_host_blocks, deployment.device)
         return Replica(
             env, i, scheduler, deployment.execution, cluster.on_finish, scenario.run.merge_decode_steps,
             swap_s_per_token=deployment.swap_s_per_token, speculation=speculation,
@@ -191,7 +197,7 @@ def run_counts(replicas: list[Replica], seqs: list[Sequence], workload: Workload
 
 def _scheduling_info(scenario: Scenario, seqs: list[Sequence], replicas: list[Replica]) -> dict:
     """What prefix caching, swapping and speculation did in a run."""
-    cfg, info = scenario.scheduler, {}
+    cfg, info = resolve(scenario.scheduler), {}  # the policy's default decides when unset
     if cfg.enable_prefix_caching:
         admitted = [s for s in seqs if s.first_scheduled is not None]
         prompt = sum(s.prompt_len for s in admitted)
