@@ -712,3 +712,21 @@ def test_hit_rate_and_cached_tokens_reach_the_results():
     rate = res.info["prefix_cache_hit_rate"]
     assert 0.1 < rate < 1 and rate == pytest.approx(df.cached_prompt_tokens.sum() / df.prompt_tokens.sum())
     assert (df.cached_prompt_tokens < df.prompt_tokens).all()
+
+
+# --- vllm-v0 keeps its schedules -------------------------------------------------------------
+V0_SCHEDULE_DIGESTS = {  # vLLM v0's policy on drive()'s workload, as it scheduled when it was `vllm`
+    "plain": "eba980cbcf202f8d",
+    "swap": "161d44ec3c5d6983",
+    "prefix": "8e7e58fcdeed36da",
+    "swap+prefix": "ac7699ff49ba6385",
+}
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+def test_vllm_v0_makes_exactly_the_schedules_it_always_made(feature):
+    import hashlib
+
+    _, seqs = drive("vllm-v0", FEATURES[feature], merge=False)
+    data = repr([(x.token_times, x.num_preemptions, x.num_cached_prefix) for x in seqs])
+    assert hashlib.sha256(data.encode()).hexdigest()[:16] == V0_SCHEDULE_DIGESTS[feature]

@@ -95,7 +95,7 @@ class Scheduler:
     # --- queue management ------------------------------------------------------------------
     def add(self, seq: Sequence, now: float = 0.0) -> bool:
         """Queue a new request; reject it (False) if it can never be served."""
-        if seq.max_total_tokens > self.max_model_len or not self.blocks.fits_ever(seq.max_total_tokens):
+        if seq.max_total_tokens > self.max_model_len or not self._fits_ever(seq):
             seq.status = SeqStatus.FINISHED
             seq.finish_reason = "rejected"
             seq.finish_time = now
@@ -119,6 +119,10 @@ class Scheduler:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = "abort"
         seq.finish_time = now
+
+    def _fits_ever(self, seq: Sequence) -> bool:
+        """Whether `seq` could run to its end with the cache otherwise empty (above the watermark)."""
+        return self.blocks.fits_ever(seq.max_total_tokens)
 
     @property
     def num_waiting(self) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from simulator.errors import ConfigError
 from simulator.scheduling.base import Scheduler, Step
-from simulator.scheduling.kv_blocks import BlockManager
+from simulator.scheduling.kv_blocks import BlockManager, blocks_for
 from simulator.scheduling.sequence import Sequence
 from simulator.scheduling.v1_prefix_cache import V1PrefixCache
 
@@ -53,6 +53,11 @@ class VLLMV1Scheduler(Scheduler):
         spec = cfg.speculative
         # A draft model writes KV for the positions it proposes; n-gram lookup writes none.
         self.lookahead = spec.num_speculative_tokens if spec is not None and spec.uses_draft_model else 0
+
+    def _fits_ever(self, seq: Sequence) -> bool:
+        # V1's watermark only holds back admissions beside running requests: alone, a request
+        # may use every block.
+        return blocks_for(seq.max_total_tokens, self.blocks.block_size) <= self.blocks.num_blocks
 
     def schedule(self, now: float) -> Step | None:
         budget = self.token_budget
