@@ -27,7 +27,14 @@ from backend.sampling import GREEDY, SamplingParams
 from simulator.common.errors import ConfigError
 from simulator.common.files import write_text_atomic
 from simulator.metrics import STATUS_ERROR, STATUS_OK, STATUS_REJECTED, STATUS_UNFINISHED, RequestRecord
-from simulator.scheduling import SchedulerConfig, SeqStatus, Sequence, make_block_manager, make_scheduler
+from simulator.scheduling import (
+    DeviceClass,
+    SchedulerConfig,
+    SeqStatus,
+    Sequence,
+    make_block_manager,
+    make_scheduler,
+)
 
 _MAX_EMPTY_STEPS = 8  # scheduler calls in a row that only preempt before a step gives up
 
@@ -92,7 +99,7 @@ class Engine:
             host_blocks = int(config.swap_space_gb * 2**30 // runner.kv.bytes_per_block)
             if host_blocks:
                 runner.allocate_host_cache(host_blocks)
-        self.scheduler = make_scheduler(config, blocks, max_model_len, host_blocks)
+        self.scheduler = make_scheduler(config, blocks, max_model_len, host_blocks, device_class(runner.device))
         self.records: deque[StepRecord] = deque(maxlen=max_records)
         self._sampling: dict[int, SamplingParams] = {}
         self._ids = itertools.count()
@@ -250,6 +257,16 @@ class Engine:
         path = Path(path)
         write_text_atomic(path, self.records_frame().to_csv(index=False, float_format="%.9g"))
         return path
+
+
+def device_class(device) -> DeviceClass:
+    """The runner's device as the scheduler's defaults see it (vLLM V1 sizes batches by it)."""
+    if device.type == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(device)
+        return DeviceClass(props.name, props.total_memory / 2**30)
+    return DeviceClass(str(device), is_cpu=device.type == "cpu")
 
 
 _STATUS = {"length": STATUS_OK, "stop": STATUS_OK, "rejected": STATUS_REJECTED, "abort": STATUS_ERROR}

@@ -133,7 +133,9 @@ def test_preemption_by_recompute_keeps_the_outputs(model, reference):
 
 
 def test_preemption_by_swap_keeps_the_outputs(model, reference):
-    engine = make_engine(model, num_blocks=16, watermark=0.0, preemption_mode="swap", swap_space_gb=0.001)
+    engine = make_engine(
+        model, num_blocks=16, policy="vllm-v0", watermark=0.0, preemption_mode="swap", swap_space_gb=0.001
+    )
     seqs = serve(engine)
     assert sum(s.num_preemptions for s in seqs) > 0
     assert engine.scheduler.host.num_swap_outs > 0

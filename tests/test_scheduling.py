@@ -49,9 +49,9 @@ def test_block_manager_refuses_over_capacity_and_keeps_watermark():
         bm.allocate(seq(0, 1, 1), 101)
 
 
-# --- vLLM-style ----------------------------------------------------------------------------
-def test_vllm_prefills_first_then_decodes_together():
-    s = scheduler()
+# --- vLLM v0 (prefill first) -----------------------------------------------------------------
+def test_vllm_v0_prefills_first_then_decodes_together():
+    s = scheduler("vllm-v0")
     s.add(seq(0, 10, 3))
     s.add(seq(1, 6, 2))
     step = s.schedule(0.0)
@@ -68,21 +68,21 @@ def test_vllm_prefills_first_then_decodes_together():
     assert step.new_tokens == [1, 1, 1] and step.cached_tokens == [10, 6, 8]
 
 
-def test_vllm_respects_token_budget_and_max_num_seqs():
-    s = scheduler(max_num_batched_tokens=2048, max_num_seqs=2)
+def test_vllm_v0_respects_token_budget_and_max_num_seqs():
+    s = scheduler("vllm-v0", max_num_batched_tokens=2048, max_num_seqs=2)
     for i in range(3):
         s.add(seq(i, 100, 2))
     assert [x.seq_id for x in s.schedule(0.0).seqs] == [0, 1]
-    s2 = scheduler(max_num_batched_tokens=150)
+    s2 = scheduler("vllm-v0", max_num_batched_tokens=150)  # whole prompts only
     s2.add(seq(0, 100, 2))
     s2.add(seq(1, 100, 2))
     assert [x.seq_id for x in s2.schedule(0.0).seqs] == [0]
 
 
-def test_vllm_preempts_newest_by_recompute_when_blocks_run_out():
+def test_vllm_v0_preempts_newest_by_recompute_when_blocks_run_out():
     # 4 blocks of 4 tokens. Two prompts of 8 tokens take 2 blocks each; the first decode
     # writes the 9th token, which needs a third block, so the newest is evicted.
-    s = scheduler(blocks=4, block_size=4)
+    s = scheduler("vllm-v0", blocks=4, block_size=4)
     a, b = seq(0, 8, 5), seq(1, 8, 5)
     s.add(a)
     s.add(b)
@@ -134,7 +134,7 @@ def test_static_reserves_the_whole_generation():
 
 
 # --- invariants on random workloads ---------------------------------------------------------
-@pytest.mark.parametrize("policy", ["vllm", "static"])
+@pytest.mark.parametrize("policy", ["vllm", "vllm-v0", "static"])
 def test_random_workload_conserves_tokens_and_blocks(policy):
     rng = np.random.default_rng(1)
     s = scheduler(policy, blocks=60, block_size=8, max_len=512, max_num_seqs=8, watermark=0.01)
@@ -158,7 +158,7 @@ def test_random_workload_conserves_tokens_and_blocks(policy):
     assert s.blocks.num_free == s.blocks.num_blocks
 
 
-@pytest.mark.parametrize("policy", ["vllm", "static"])
+@pytest.mark.parametrize("policy", ["vllm", "vllm-v0", "static"])
 def test_merged_decode_runs_match_single_steps(policy):
     """The simulator's merged decode runs must give exactly the single-step results."""
 

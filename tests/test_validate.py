@@ -1,5 +1,6 @@
 """Simulated vs measured: the error table, tolerances, and a short validation on the real engine."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -90,31 +91,50 @@ def cpu_scenario(rate, n, policy="vllm", **scheduler):
     return parse_scenario(data)
 
 
-def engine_run(scenario, num_blocks=None):
+def engine_run(scenario, num_blocks=None, shared_prefixes=False):
     """The scenario's requests served in real time by the engine: (results, steps, settings, workload)."""
     from calibration.measure.replay import build_engine, engine_settings, replay, warm_up
 
     engine = build_engine(scenario, num_blocks=num_blocks)
     warm_up(engine)
     workload = generate(scenario.workload, seed=scenario.seed, max_context=engine.max_model_len)
+    if shared_prefixes:
+        workload = with_shared_prefixes(workload, scenario.scheduler.block_size)
     run = replay(engine, workload, seed=scenario.seed, progress=False)
     return run.results, run.steps, engine_settings(engine, 1), workload
+
+
+def with_shared_prefixes(workload, block, shared_blocks=4, groups=3):
+    """Every request names its prompt blocks: the first `shared_blocks` are those of its group
+    (request id modulo `groups`), the rest its own. The replay gives named blocks the same tokens
+    on the engine, the simulator shares them by name."""
+    requests = []
+    for r in workload.requests:
+        n = -(-r.prompt_tokens // block)
+        ids = [1000 * (r.request_id % groups) + j if j < shared_blocks else 10**6 + 1000 * r.request_id + j
+               for j in range(n)]  # fmt: skip
+        requests.append(dataclasses.replace(r, block_hashes=ids))
+    return dataclasses.replace(workload, requests=requests, hash_block_tokens=block)
 
 
 # Whatever the machine's load, the engine's recorded step times fed to the simulator must give the
 # engine's schedule exactly: the same rows in every step, the same token times, the same
 # preemptions. A tight KV cache (24 blocks of 16 tokens for up to 32 requests of up to 368 tokens)
 # makes the engine preempt, so recompute is checked too.
-@pytest.mark.parametrize("rate, scheduler, num_blocks",
-                         [(12.0, {"policy": "vllm"}, None), (12.0, {"policy": "vllm"}, 24),
-                          (8.0, {"policy": "sarathi", "chunk_size": 96}, None)],
-                         ids=["vllm", "vllm-preempting", "chunked-prefill"])  # fmt: skip
-def test_the_simulator_fed_the_engines_step_times_makes_the_engines_schedule(rate, scheduler, num_blocks):
+# With shared prompt prefixes, vLLM V1's prefix cache (on by default) must find the same hits on
+# both sides: the engine hashes token ids, the simulator the blocks' names.
+@pytest.mark.parametrize("rate, scheduler, num_blocks, shared",
+                         [(12.0, {"policy": "vllm"}, None, False), (12.0, {"policy": "vllm"}, 24, False),
+                          (12.0, {"policy": "vllm"}, 24, True), (12.0, {"policy": "vllm-v0"}, 24, False),
+                          (8.0, {"policy": "sarathi", "chunk_size": 96}, None, False)],
+                         ids=["vllm", "vllm-preempting", "vllm-shared-prefixes", "vllm-v0-preempting",
+                              "chunked-prefill"])  # fmt: skip
+def test_the_simulator_fed_the_engines_step_times_makes_the_engines_schedule(rate, scheduler, num_blocks, shared):
     pytest.importorskip("torch")
     from calibration.validation.schedule_check import check_schedule
 
     scenario = cpu_scenario(rate=rate, n=24, **scheduler)
-    measured, steps, settings, workload = engine_run(scenario, num_blocks)
+    measured, steps, settings, workload = engine_run(scenario, num_blocks, shared)
     check = check_schedule(measured, steps, scenario, workload, settings, scenario.seed)
     assert check.identical, check.line()
     assert check.steps == check.steps_matched == len(steps) > 24
@@ -122,6 +142,9 @@ def test_the_simulator_fed_the_engines_step_times_makes_the_engines_schedule(rat
     assert measured.summary.completed == 24
     if num_blocks:  # the engine did preempt, and the simulator preempted the same requests
         assert sum(r.num_preemptions for r in measured.records) > 0
+    if shared:  # the engine found cached prefixes (and the simulator the same ones: same rows)
+        assert sum(r.cached_prompt_tokens for r in measured.records) > 0
+        assert settings["scheduler"]["enable_prefix_caching"] is True
     if scheduler["policy"] == "sarathi":  # prompts went in pieces of at most 96 tokens
         pieces = [n for row in steps.new_tokens for n in map(int, str(row).split())]
         assert max(pieces) <= 96 and max(steps.num_batched_tokens) <= 96

@@ -2,8 +2,10 @@
 
 Each request is added at its arrival time on the engine clock (at the first step boundary after
 it, as a busy engine notices it), with token-id prompts of the requested length and `ignore_eos`,
-so output lengths are exactly those the simulator gets. Times in the results start at 0 at the
-first arrival, like the simulator's.
+so output lengths are exactly those the simulator gets. Prompts are the request's own, except
+the blocks a request names by hash ids (as trace requests do): their tokens follow from the id,
+so requests naming the same blocks share a prefix on the engine as in the simulator. Times in
+the results start at 0 at the first arrival, like the simulator's.
 
 Host overhead: a profile times `ModelRunner.execute`; the engine also spends time scheduling and
 completing each step. A short warm-up run (which also takes the first-call costs of the kernels
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from calibration.measure.loadgen import token_prompt
+from calibration.measure.loadgen import PROMPT_TOKEN_RANGE, token_prompt
 from simulator.common.errors import ConfigError
 from simulator.execution import ExecutionModel
 from simulator.metrics import RequestRecord, summarize
@@ -137,6 +139,22 @@ def warm_up(engine, seed: int = 0) -> HostOverhead:
     return HostOverhead.measure(engine.records_frame().iloc[start:])
 
 
+def replay_prompt(request: Request, seed: int, hash_block_tokens: int | None) -> list[int]:
+    """`token_prompt`, with the tokens of each block the request names by a hash id drawn from
+    that id alone (the same tokens in every request naming it)."""
+    tokens = token_prompt(request, seed)
+    if not (request.block_hashes and hash_block_tokens):
+        return tokens
+    for k, block_id in enumerate(request.block_hashes):
+        start = k * hash_block_tokens
+        if start >= len(tokens):
+            break
+        end = min(start + hash_block_tokens, len(tokens))
+        named = np.random.default_rng([seed, 1, block_id]).integers(*PROMPT_TOKEN_RANGE, size=hash_block_tokens)
+        tokens[start:end] = named[: end - start].tolist()
+    return tokens
+
+
 def _warm_request(i: int, prompt: int) -> Request:
     return Request(request_id=2**30 + i, arrival=0.0, prompt_tokens=prompt, output_tokens=16)
 
@@ -161,7 +179,8 @@ def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True) 
     while pending or engine.has_work:
         while pending and pending[0].arrival <= boundary:
             r = pending.popleft()
-            seq = engine.add_request(token_prompt(r, seed), r.output_tokens, ignore_eos=True,
+            prompt = replay_prompt(r, seed, workload.hash_block_tokens)
+            seq = engine.add_request(prompt, r.output_tokens, ignore_eos=True,
                                      arrival=offset + r.arrival, request_class=r.request_class,
                                      priority=r.priority)  # fmt: skip
             served.append((r, seq))
@@ -223,7 +242,8 @@ def engine_settings(engine, threads: int | None) -> dict:
         "num_blocks": runner.num_blocks,
         "block_size": runner.block_size,
         "max_model_len": engine.max_model_len,
-        "scheduler": engine.config.model_dump(mode="json", exclude_none=True),
+        # As the scheduler runs it, the policy's defaults resolved for the engine's device.
+        "scheduler": engine.scheduler.config.model_dump(mode="json", exclude_none=True),
         "device": str(runner.device),
         "dtype": str(runner.dtype).removeprefix("torch."),
         "threads": threads or torch.get_num_threads(),

@@ -15,6 +15,7 @@ from simulator.common.errors import ConfigError
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.execution.calibration_file import REPO_ROOT, calibrated_model
 from simulator.scenario.schema import Scenario, pool_scenario
+from simulator.scheduling import DeviceClass
 from simulator.scheduling.speculative import SpeculativeConfig
 from simulator.serving.deployment import Deployment, KVLink, Pool
 from simulator.spec import GiB, ModelSpec, get_model, memory, model_from_dict
@@ -144,6 +145,7 @@ def build_pool(
         swap_s_per_token=kv_bytes_per_token / hw.host_link_bandwidth,
         num_host_blocks=int(cfg.swap_space_gb * GiB // (cfg.block_size * kv_bytes_per_token)),
         draft=draft_execution(scenario),
+        device=DeviceClass(hw.name, hw.memory_bytes / GiB, world_size=dep.tensor_parallel),
     )
 
 

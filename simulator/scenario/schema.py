@@ -190,7 +190,11 @@ def pool_scenario(scenario: Scenario, role: Literal["prefill", "decode"]) -> Sce
                     "price_per_gpu_hour": price,
                 }
             ),
-            "scheduler": scenario.scheduler.model_copy(update={"policy": pool.policy or scenario.scheduler.policy}),
+            # Prefix caching is not modelled across pools (an explicit true is rejected): off
+            # also where the policy's default would turn it on.
+            "scheduler": scenario.scheduler.model_copy(
+                update={"policy": pool.policy or scenario.scheduler.policy, "enable_prefix_caching": False}
+            ),
             "router": pool.router or scenario.router,
             "disaggregation": None,
         }

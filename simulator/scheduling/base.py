@@ -17,6 +17,8 @@ import numpy as np
 
 from simulator.scheduling.config import SchedulerConfig
 from simulator.scheduling.kv_blocks import BlockManager, blocks_for
+from simulator.scheduling.policy_defaults import DeviceClass, resolve
+from simulator.scheduling.prefix_cache import PrefixCachingBlockManager
 from simulator.scheduling.sequence import SeqStatus, Sequence
 from simulator.scheduling.swap import HostSwapSpace
 
@@ -64,10 +66,18 @@ class Scheduler:
     name = "base"
     chunked_prefill = False  # admissions may take part of a prompt (else whole prompts only)
     reserves_full_generation = False  # admissions reserve blocks for prompt + max output
+    prefix_cache: type[BlockManager] = PrefixCachingBlockManager  # the block manager when caching prefixes
 
     def __init__(
-        self, config: SchedulerConfig, blocks: BlockManager, max_model_len: int, num_host_blocks: int = 0
+        self,
+        config: SchedulerConfig,
+        blocks: BlockManager,
+        max_model_len: int,
+        num_host_blocks: int = 0,
+        device: DeviceClass | None = None,
     ):
+        # Unset settings take the policy's defaults (some of vLLM V1's depend on the device).
+        config = resolve(config, device)
         self.config = config
         self.blocks = blocks
         self.max_model_len = max_model_len
@@ -85,7 +95,7 @@ class Scheduler:
     # --- queue management ------------------------------------------------------------------
     def add(self, seq: Sequence, now: float = 0.0) -> bool:
         """Queue a new request; reject it (False) if it can never be served."""
-        if seq.max_total_tokens > self.max_model_len or not self.blocks.fits_ever(seq.max_total_tokens):
+        if seq.max_total_tokens > self.max_model_len or not self._fits_ever(seq):
             seq.status = SeqStatus.FINISHED
             seq.finish_reason = "rejected"
             seq.finish_time = now
@@ -109,6 +119,10 @@ class Scheduler:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = "abort"
         seq.finish_time = now
+
+    def _fits_ever(self, seq: Sequence) -> bool:
+        """Whether `seq` could run to its end with the cache otherwise empty (above the watermark)."""
+        return self.blocks.fits_ever(seq.max_total_tokens)
 
     @property
     def num_waiting(self) -> int:
@@ -382,6 +396,9 @@ class Scheduler:
             seq.num_computed += n
             seq.num_output += n
             self.blocks.allocate(seq, seq.num_computed)
+            # What the last step's scheduling would have published (a no-op unless the block
+            # manager publishes at scheduling, as vLLM V1's does).
+            self.blocks.cache_blocks(seq, seq.num_tokens - 1)
             seq.token_times.extend(times)
         # Finish only after every allocation, as the last single step would: which blocks a
         # prefix cache evicts depends on that order.

@@ -82,3 +82,7 @@ class BlockManager:
 
     def cache_computed(self, seq: Sequence) -> None:
         """Called after a step computed tokens of `seq`, so that full blocks can be shared."""
+
+    def cache_blocks(self, seq: Sequence, num_tokens: int) -> None:
+        """Called when a step is scheduled to compute `seq` up to `num_tokens` tokens (vLLM V1
+        publishes full blocks then, see v1_prefix_cache.py)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from simulator.scheduling.block_hash import chain_hashes
 from simulator.scheduling.kv_blocks import BlockManager, blocks_for
 from simulator.scheduling.sequence import Sequence
 
@@ -36,15 +37,6 @@ def block_identities(seq: Sequence, block_size: int, hash_block_tokens: int | No
             break
         # Offset into the first named block, then every named block this one overlaps.
         out.append((start - first * size, *names[first : last + 1]))
-    return out
-
-
-def chain_hashes(identities: list[tuple]) -> list[int]:
-    """hash(parent hash, block identity) for each block in order: equal values, equal prefixes."""
-    out, parent = [], 0
-    for identity in identities:
-        parent = hash((parent, identity))
-        out.append(parent)
     return out
 
 

@@ -1,11 +1,13 @@
-"""Sarathi-Serve chunked prefill (Agrawal et al., OSDI 2024); vLLM V1 schedules this way by default.
+"""Sarathi-Serve chunked prefill (Agrawal et al., OSDI 2024).
 
 Each step has a token budget (`chunk_size`). It first takes every running decode, one token each
 (1 + k when verifying speculative tokens), so decodes never stall behind a long prompt. The rest
 of the budget goes to prefill chunks: prompts already being prefilled continue first, then new
 requests are admitted in arrival order, each taking as much of the remaining budget as it needs.
 When KV blocks run out the newest running sequences are preempted (recompute, or swap), and
-swapped-out sequences resume before anything new is admitted.
+swapped-out sequences resume before anything new is admitted. vLLM V1 (`vllm`, vllm_v1.py)
+batches in the same spirit but serves its running requests in admission order, decodes and
+prefill chunks alike, from `max_num_batched_tokens`.
 """
 
 from __future__ import annotations

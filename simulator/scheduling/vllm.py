@@ -1,4 +1,4 @@
-"""vLLM-style continuous batching (vLLM v0 default scheduler).
+"""vLLM v0's default scheduler (prefill-first continuous batching), policy `vllm-v0`.
 
 Every step first tries to admit waiting requests in arrival order (whole prompts, within the
 token budget, the sequence limit and the free KV blocks above the watermark). If any were
@@ -14,7 +14,7 @@ from simulator.scheduling.base import Scheduler, Step
 
 
 class VLLMScheduler(Scheduler):
-    name = "vllm"
+    name = "vllm-v0"
 
     def schedule(self, now: float) -> Step | None:
         prefills = self._admit_waiting(now, self.token_budget)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from simulator.execution import ExecutionModel
-from simulator.scheduling import SchedulerConfig
+from simulator.scheduling import DeviceClass, SchedulerConfig, resolve
 from simulator.serving.autoscaling import AutoscalingConfig
 
 Role = Literal["colocated", "prefill", "decode"]
@@ -35,6 +35,7 @@ class Pool:
     swap_s_per_token: float = 0.0  # KV copy time over the host link, per token
     num_host_blocks: int = 0  # host swap space per replica, in KV blocks
     draft: ExecutionModel | None = None  # the speculative draft model's step times, on the same GPUs
+    device: DeviceClass | None = None  # what the policy's default batch sizes depend on (vLLM V1's do)
 
     @property
     def kv_tokens_per_replica(self) -> int:
@@ -44,6 +45,11 @@ class Pool:
     def speculates(self) -> bool:
         """Prefill jobs emit one token each: only pools that decode have anything to speculate."""
         return self.role != "prefill" and self.scheduler.speculative is not None
+
+    @property
+    def resolved_scheduler(self) -> SchedulerConfig:
+        """The scheduler settings the pool's replicas run: unset ones at the policy's defaults."""
+        return resolve(self.scheduler, self.device)
 
     def describe(self) -> dict:
         return {

@@ -62,7 +62,8 @@ def scheduling_info(deployment: Deployment, served: Served) -> dict:
     """What prefix caching, swapping and speculation did in a run."""
     info: dict = {}
     seqs = served.seqs
-    if any(p.scheduler.enable_prefix_caching for p in deployment.pools):
+    settings = [p.resolved_scheduler for p in deployment.pools]  # the policy's defaults decide when unset
+    if any(s.enable_prefix_caching for s in settings):
         admitted = [s for s in seqs if s.first_scheduled is not None]
         prompt = sum(s.prompt_len for s in admitted)
         info["prefix_cache_hit_rate"] = sum(s.num_cached_prefix for s in admitted) / prompt if prompt else 0.0
@@ -71,7 +72,7 @@ def scheduling_info(deployment: Deployment, served: Served) -> dict:
                 "no request names its prompt blocks, so nothing can be shared; "
                 "traces with hash ids such as Mooncake's do"
             )
-    if any(p.scheduler.preemption_mode == "swap" for p in deployment.pools):
+    if any(s.preemption_mode == "swap" for s in settings):
         info["swap_outs"] = sum(r.scheduler.host.num_swap_outs for r in served.replicas)
     if served.speculation is not None and served.replicas:
         info["speculative"] = served.speculation.report()

@@ -67,7 +67,7 @@ def _replica_factory(
     def new_replica(replica_id: int) -> Replica:
         cfg = pool.scheduler
         blocks = make_block_manager(cfg, pool.num_blocks, workload.hash_block_tokens)
-        scheduler = make_scheduler(cfg, blocks, pool.max_model_len, pool.num_host_blocks)
+        scheduler = make_scheduler(cfg, blocks, pool.max_model_len, pool.num_host_blocks, pool.device)
         return Replica(env, replica_id, scheduler, pool.execution, on_finish, merge_decode_steps,
                        swap_s_per_token=pool.swap_s_per_token, speculation=speculation)  # fmt: skip
 
