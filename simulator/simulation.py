@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from simulator import memory
 from simulator.autoscaling import Autoscaler
 from simulator.cluster import Cluster
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
+from simulator.kernel_model.resolve import describe_execution, kernel_model_for
 from simulator.metrics import RequestRecord, summarize
 from simulator.replica import Replica
 from simulator.results import Results
@@ -30,8 +32,13 @@ def execution_model(scenario: Scenario) -> ExecutionModel:
         from simulator.calibration_file import execution_model_for
 
         return execution_model_for(scenario)
+    notice = ""
+    if scenario.execution.uses_kernel_tables:
+        model, notice = kernel_model_for(scenario)
+        if model is not None:
+            return model
     dep, roof = scenario.deployment, scenario.execution.roofline
-    return RooflineModel(
+    roofline = RooflineModel(
         scenario.model_spec(),
         scenario.hardware_spec(),
         tp=dep.tensor_parallel,
@@ -41,6 +48,8 @@ def execution_model(scenario: Scenario) -> ExecutionModel:
         efficiency=RooflineEfficiency(**roof.efficiency.model_dump(exclude_none=True)),
         overhead=StepOverhead(**roof.overhead.model_dump(exclude_none=True)),
     )
+    roofline.kernel_tables_notice = notice
+    return roofline
 
 
 @dataclass
@@ -180,6 +189,7 @@ def run_counts(replicas: list[Replica], seqs: list[Sequence], workload: Workload
     return {
         "steps": sum(r.num_steps for r in replicas),
         "extrapolated_steps": sum(r.num_extrapolated_steps for r in replicas),
+        "step_sources": dict(sum((r.step_sources for r in replicas), Counter())),
         "preemptions": sum(s.num_preemptions for s in seqs),
         "clipped_prompts": workload.clipped_prompts,
         "clipped_outputs": workload.clipped_outputs,
@@ -261,7 +271,7 @@ def run(
         "router": scenario.router,
         "kv_blocks_per_replica": deployment.num_blocks,
         "kv_tokens_per_replica": deployment.kv_capacity_tokens,
-        "execution": deployment.execution.describe(),
+        "execution": describe_execution(deployment.execution),
         **run_counts(replicas, seqs, workload, end, started),
     }
     if scaling is not None:
