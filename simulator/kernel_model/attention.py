@@ -162,18 +162,28 @@ class PrefillAttention:
 
     def __init__(self, pricer: SlicePricer, decode: DecodeAttention | None):
         self.pricer, self.decode = pricer, decode
+        self._by_rows: dict[int, tuple] = {}
+
+    def _knots(self, rows: int):
+        """sqrt of the per-row seconds at each prompt-length knot, its last value, the longest
+        measured length and the provenance, for steps of `rows` prefill rows (cached)."""
+        hit = self._by_rows.get(rows)
+        if hit is None:
+            per_row, until, code = self.pricer.knots(rows)
+            hit = self._by_rows[rows] = (np.sqrt(per_row), float(per_row[-1]), until, code)
+        return hit
 
     def seconds(self, new: np.ndarray, cached: np.ndarray) -> tuple[float, Provenance]:
         rows = len(new)
         if rows == 0:
             return 0.0, Provenance.MEASURED
-        per_row, until, code = self.pricer.knots(rows)
+        root, last, until, code = self._knots(rows)
         full = new + cached
-        base = np.interp(full, self.pricer.seq, np.sqrt(per_row)) ** 2
+        base = np.interp(full, self.pricer.seq, root) ** 2
         top = self.pricer.seq[-1]
-        base = np.where(full > top, per_row[-1] * (full / top) ** 2, base)
-        share = (full**2 - cached**2) / full**2
-        cost = base * share
+        if full.max() > top:
+            base = np.where(full > top, last * (full / top) ** 2, base)
+        cost = base * (1.0 - (cached / full) ** 2)  # the new share of the causal work
         if self.decode is not None:  # a chunk reads its whole KV at least once
             cost = np.maximum(cost, self._kv_read(rows, full))
         inside = bool(full.max() <= until)

@@ -54,8 +54,16 @@ def parse_numbers(text: str, what: str = "table") -> np.ndarray:
 
 
 def format_numbers(values, digits: int = 5) -> str:
-    """The inverse of `parse_numbers`, with `digits` significant digits."""
-    return " ".join("nan" if not np.isfinite(v) else f"{v:.{digits}g}" for v in np.asarray(values, float))
+    """The inverse of `parse_numbers`: whole numbers exactly (axes), others to `digits` significant digits."""
+
+    def one(v: float) -> str:
+        if not np.isfinite(v):
+            return "nan"
+        if v == int(v) and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.{digits}g}"
+
+    return " ".join(one(v) for v in np.asarray(values, float))
 
 
 class Source(_Strict):

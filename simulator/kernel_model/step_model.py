@@ -57,7 +57,7 @@ class KernelTableModel:
         self.decode, self.prefill = self._attention()
         self._dense = {True: None, False: None}  # per-token-count tables, graph and eager
         self._head = None
-        self._memo = None
+        self._memo: dict[tuple[bytes, bytes], tuple[float, Provenance]] = {}
         self._decode_code_cache: dict[int, tuple] = {}
         self._ensure_dense(8192)
         self._ensure_head(1024)
@@ -168,8 +168,9 @@ class KernelTableModel:
         """Seconds and provenance of a step with prefill rows (memoised: the replica asks for
         the time, whether it is extrapolated and where it came from)."""
         key = (new.tobytes(), cached.tobytes())
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
         tokens, rows = int(new.sum()), new.size
         decode = new == 1
         graph = runs_as_graph(self.overhead, tokens, rows, False)
@@ -182,7 +183,9 @@ class KernelTableModel:
             code = max(code, self.decode.provenance(int(decode.sum()), kv.min(), kv.max()))
         prefill_s, prefill_code = self.prefill.seconds(new[~decode], cached[~decode])
         result = float(self._with_host(gpu + layers * prefill_s, rows, graph)), Provenance(max(code, prefill_code))
-        self._memo = (key, result)
+        if len(self._memo) >= 64:  # replicas interleave their steps: keep the last few
+            self._memo.pop(next(iter(self._memo)))
+        self._memo[key] = result
         return result
 
     def step_time(self, new_tokens, cached_tokens) -> float:
