@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_kernel_tables.py accuracy [--systems h100-sxm,a100-80gb] [--every 3]
     .venv/bin/python benchmarks/bench_kernel_tables.py steps
+    .venv/bin/python benchmarks/bench_kernel_tables.py against-aiconfigurator
     .venv/bin/python benchmarks/bench_kernel_tables.py speed [--rounds 2]
 
 accuracy (needs the aiconfigurator extra): leave-shapes-out error of every interpolation rule
@@ -9,6 +10,8 @@ the model uses, on aiconfigurator-core's full measured tables. Every k-th measur
 axis (an M of a GEMM, an N x K shape, a batch or a sequence length of an attention slice, a
 heads slice, a message size) is held out, predicted from the rest with the runtime's own code,
 and compared with its measurement; MAPE per kernel family and region.
+against-aiconfigurator (needs the extra): the same steps' kernel sums next to aiconfigurator's
+own engine, which reads the same tables (differences are composition, not accuracy).
 steps: decode and prefill step times of Llama-3-70B TP4 on H100 and Llama-3-8B on A100 from the
 shipped tables next to the roofline's, with the weight-streaming bound.
 speed: the Azure conversation trace (benchmarks/bench_simulator.py) with kernel tables and with
@@ -249,6 +252,42 @@ def steps() -> None:
             print(f"| {name} | {label} | {t_full:.2f} | {t_kern:.2f} | {t_roof:.2f} | {check:.2f}{flag} |")
 
 
+# --- composition next to aiconfigurator's own engine ----------------------------------------
+def against_aiconfigurator() -> None:
+    """Kernel sums of our composition next to aiconfigurator's engine on the same tables (not an
+    accuracy check: both read the same measurements; differences are composition)."""
+    import logging
+
+    from aiconfigurator_core.sdk.engine import EngineHandle
+
+    from simulator.kernel_model.op_table import load_kernel_tables
+    from simulator.kernel_model.overhead import HostOverhead
+    from simulator.kernel_model.resolve import find_tables
+    from simulator.kernel_model.step_model import KernelTableModel
+    from simulator.specs import get_hardware, get_model
+
+    logging.disable(logging.WARNING)
+    bare = HostOverhead(step_s=0.0, per_sequence_s=0.0, launch_s=0.0)
+    print("| deployment | step | llmsim kernels, ms | aiconfigurator, ms | difference |")
+    print("|---|---|---:|---:|---:|")
+    for hf, model_name, hw_name, system, tp in (("meta-llama/Meta-Llama-3.1-8B", "llama-3-8b", "h100-sxm", "h100_sxm", 1),
+                                                ("meta-llama/Meta-Llama-3.1-70B", "llama-3-70b", "h100-sxm", "h100_sxm", 4),
+                                                ("meta-llama/Meta-Llama-3.1-8B", "llama-3-8b", "a100-80gb", "a100_sxm", 1)):
+        path, _ = find_tables("vllm", None, hw_name, model_name)
+        ours = KernelTableModel(load_kernel_tables(path), get_model(model_name), get_hardware(hw_name), tp=tp,
+                                overhead=bare)
+        theirs = EngineHandle.compile(hf, system, "vllm", tp_size=tp)
+        for b in (1, 8, 32, 64):
+            mine = ours.step_time(np.ones(b), np.full(b, 1023)) * 1e3
+            aic = theirs.decode_step_latency(b, 1024, 2)
+            print(f"| {model_name} TP{tp} {hw_name} | decode b={b}, 1k context | {mine:.2f} | {aic:.2f} | "
+                  f"{mine / aic - 1:+.1%} |")
+        for n in (512, 2048):
+            mine = ours.step_time(np.array([n]), np.array([0])) * 1e3
+            aic = theirs.predict_prefill_latency(1, n, 0)
+            print(f"| {model_name} TP{tp} {hw_name} | prefill {n} | {mine:.2f} | {aic:.2f} | {mine / aic - 1:+.1%} |")
+
+
 # --- speed ----------------------------------------------------------------------------------
 def speed(rounds: int) -> None:
     from pathlib import Path
@@ -282,6 +321,7 @@ def main() -> None:
     p.add_argument("--systems", default="h100-sxm,a100-80gb")
     p.add_argument("--every", type=int, default=3, help="hold out every k-th point of an axis (default 3)")
     sub.add_parser("steps")
+    sub.add_parser("against-aiconfigurator")
     p = sub.add_parser("speed")
     p.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -289,6 +329,8 @@ def main() -> None:
         accuracy(args.systems.split(","), args.every)
     elif args.command == "steps":
         steps()
+    elif args.command == "against-aiconfigurator":
+        against_aiconfigurator()
     else:
         speed(args.rounds)
 
