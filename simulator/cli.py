@@ -35,7 +35,8 @@ def _print_extrapolated(info: dict) -> None:
     """Say how many step times came from outside the calibration's measured range."""
     extrapolated, steps = info.get("extrapolated_steps", 0), info.get("steps", 0)
     if extrapolated:
-        where = info.get("execution", {}).get("calibration", "the calibration")
+        execution = info.get("execution", {})
+        where = execution.get("calibration") or execution.get("kernel_tables") or "the calibration"
         print(f"extrapolated: {extrapolated:,} of {steps:,} steps ({extrapolated / max(steps, 1):.1%}) lie outside "
               f"the range measured for {where}; their times are extrapolations")
 
