@@ -77,6 +77,10 @@ def _cmd_profile(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
+    if args.from_aiconfigurator:
+        from calibration.fitting.aiconfigurator import run_cli
+
+        return run_cli(args)
     if args.from_bench:
         from calibration.fitting.from_bench import run_cli
 
@@ -121,4 +125,15 @@ def _add_calibration_parsers(sub) -> None:
     p.add_argument("--from-bench", nargs="+", default=None, metavar="RESULTS_DIR",
                    help="fit `llmsim bench` results of any OpenAI-compatible server instead of a profile "
                    "(with --model and --hardware; --dtype default fp16)")
+    p.add_argument("--from-aiconfigurator", default=None, metavar="SYSTEM",
+                   help="write a kernel-table file from aiconfigurator-core's measured kernels for a catalog GPU "
+                   "(a100-80gb, h100-sxm, h200, b200, l40s), with --model, --backend and --out; needs the "
+                   "aiconfigurator extra")
+    p.add_argument("--backend", default="vllm", choices=["vllm", "sglang", "trtllm"],
+                   help="with --from-aiconfigurator: the serving engine whose kernels were measured (default vllm)")
+    p.add_argument("--version", default=None,
+                   help="with --from-aiconfigurator: the engine version (default: the one aiconfigurator maintains)")
+    p.add_argument("--aiconfigurator-root", default=None, metavar="DIR",
+                   help="with --from-aiconfigurator: a systems folder of aiconfigurator's layout instead of the "
+                   "installed package's")
     p.set_defaults(func=_cmd_calibrate)

@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from simulator.common.errors import ConfigError
+from simulator.execution.kernels.provenance import format_step_sources
 
 COMMANDS_GROUP = "llmsim.commands"
 
@@ -29,6 +30,8 @@ def _cmd_run(args) -> int:
     print(f"results: {out}/ (summary.json, requests.csv, timeseries.csv, plots/*.png)")
     _print_scheduling(results.info)
     _print_extrapolated(results.info)
+    if (line := format_step_sources(results.info)) is not None:
+        print(line)
     if "autoscaling" in results.info:
         _print_autoscaling(scenario, results, args.compare_fixed)
     return 0
@@ -38,7 +41,8 @@ def _print_extrapolated(info: dict) -> None:
     """Say how many step times came from outside the calibration's measured range."""
     extrapolated, steps = info.get("extrapolated_steps", 0), info.get("steps", 0)
     if extrapolated:
-        where = info.get("execution", {}).get("calibration", "the calibration")
+        execution = info.get("execution", {})
+        where = execution.get("calibration") or execution.get("kernel_tables") or "the calibration"
         print(f"extrapolated: {extrapolated:,} of {steps:,} steps ({extrapolated / max(steps, 1):.1%}) lie outside "
               f"the range measured for {where}; their times are extrapolations")
 

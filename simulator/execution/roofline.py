@@ -71,11 +71,13 @@ class RooflineModel:
         compute_dtype: str | None = None,
         efficiency: RooflineEfficiency = RooflineEfficiency(),
         overhead: StepOverhead = StepOverhead(),
+        notice: str = "",
     ):
         self.model, self.hardware, self.tp = model, hardware, tp
         self.weight_dtype, self.kv_dtype = weight_dtype, kv_dtype
         self.compute_dtype = compute_dtype or compute_dtype_for(weight_dtype)
         self.efficiency, self.overhead = efficiency, overhead
+        self.notice = notice  # why a better-grounded model was not used, e.g. no kernel tables for this GPU
         dtype_bytes(self.compute_dtype)  # reject unknown dtypes early
 
         bandwidth = hardware.memory_bandwidth * efficiency.memory_bandwidth
@@ -163,7 +165,7 @@ class RooflineModel:
         return out
 
     def describe(self) -> dict:
-        return {
+        out = {
             "provenance": self.provenance,
             "model": self.model.name,
             "hardware": self.hardware.name,
@@ -180,3 +182,6 @@ class RooflineModel:
                 "(Dao 2023) fractions of peak; nccl-tests bus bandwidth",
             },
         }
+        if self.notice:
+            out["notice"] = self.notice
+        return out

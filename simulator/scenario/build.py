@@ -14,6 +14,7 @@ from typing import Literal
 from simulator.common.errors import ConfigError
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.execution.calibration_file import REPO_ROOT, calibrated_model
+from simulator.execution.kernels.resolve import find_tables, kernel_model
 from simulator.scenario.schema import Scenario, pool_scenario
 from simulator.scheduling import DeviceClass
 from simulator.scheduling.speculative import SpeculativeConfig
@@ -32,7 +33,7 @@ def resolve_calibration_path(path: str, scenario: Scenario) -> Path:
     )
 
 
-def _roofline(scenario: Scenario, model: ModelSpec) -> RooflineModel:
+def _roofline(scenario: Scenario, model: ModelSpec, notice: str = "") -> RooflineModel:
     dep, roof = scenario.deployment, scenario.execution.roofline
     return RooflineModel(
         model,
@@ -43,13 +44,41 @@ def _roofline(scenario: Scenario, model: ModelSpec) -> RooflineModel:
         compute_dtype=roof.compute_dtype,
         efficiency=RooflineEfficiency(**roof.efficiency.model_dump(exclude_none=True)),
         overhead=StepOverhead(**roof.overhead.model_dump(exclude_none=True)),
+        notice=notice,
     )
 
 
+def _kernel_tables(scenario: Scenario) -> tuple[ExecutionModel | None, str]:
+    """The kernel-table model of the scenario's serving engine on its GPU, or None and why not."""
+    ex, dep = scenario.execution, scenario.deployment
+    model, hardware = scenario.model_spec(), scenario.hardware_spec()
+    named = isinstance(ex.kernel_tables, str)
+    if named:
+        path = scenario.resolve(ex.kernel_tables)
+        if not path.is_file():
+            path = REPO_ROOT / ex.kernel_tables
+        if not path.is_file():
+            raise ConfigError(f"execution.kernel_tables: file {ex.kernel_tables!r} not found")
+    else:
+        path, why = find_tables(ex.engine, ex.engine_version, hardware.name, model.name)
+        if path is None:
+            return None, f"{why}: step times from the roofline model"
+    return kernel_model(path, model, hardware, tp=dep.tensor_parallel, weight_dtype=dep.weight_dtype,
+                        kv_dtype=dep.kv_dtype, host_overhead=ex.host_overhead.model_dump(exclude_none=True),
+                        allreduce=ex.allreduce, check_names=named)  # fmt: skip
+
+
 def execution_model(scenario: Scenario) -> ExecutionModel:
-    """The step-time model a scenario asks for."""
+    """The step-time model a scenario asks for: a calibration file; else the measured kernel tables
+    of its serving engine where llmsim ships them for the model and GPU; else the roofline (which
+    then says why)."""
     if scenario.execution.calibration is None:
-        return _roofline(scenario, scenario.model_spec())
+        notice = ""
+        if scenario.execution.uses_kernel_tables:
+            model, notice = _kernel_tables(scenario)
+            if model is not None:
+                return model
+        return _roofline(scenario, scenario.model_spec(), notice)
     dep = scenario.deployment
     path = resolve_calibration_path(scenario.execution.calibration, scenario)
     return calibrated_model(path, scenario.model_spec(), scenario.hardware_spec(), tp=dep.tensor_parallel,

@@ -63,20 +63,49 @@ class RooflineSettings(_Strict):
     compute_dtype: Dtype | None = Field(None, description="matmul dtype; default follows the weights")
 
 
+class HostOverheadSettings(_Strict):
+    """Host time around a step's kernels (see simulator/execution/kernels/overhead.py); default: the engine's."""
+
+    step_s: float | None = Field(None, ge=0, description="CPU time per step")
+    per_sequence_s: float | None = Field(None, ge=0, description="CPU time per sequence in a step")
+    launch_s: float | None = Field(None, ge=0, description="host time to launch one kernel in eager mode")
+    cuda_graphs: bool | None = None
+    graph_max: int | None = Field(None, ge=0, description="largest step replayed as a CUDA graph")
+    async_scheduling: bool | None = Field(None, description="the host prepares the next step during this one")
+
+
 class Execution(_Strict):
-    """How long a step takes: the roofline model from the specs, with optional overrides, or a
+    """How long a step takes: measured kernel tables of the serving engine where llmsim ships them
+    for the model and GPU, else the roofline model from the specs (with optional overrides), or a
     calibration file (measured, roofline or transferred; see simulator/execution/calibration_file.py)."""
 
     roofline: RooflineSettings = RooflineSettings()
     calibration: str | None = Field(
         None, description="calibration YAML, relative to the scenario file or the repository root"
     )
+    engine: Literal["vllm", "sglang", "trtllm"] = Field("vllm", description="serving engine whose kernels run")
+    engine_version: str | None = Field(None, description="its version; default: the newest with tables")
+    kernel_tables: bool | str = Field(
+        True, description="true: the shipped kernel tables when there are some; false: the roofline; or a file"
+    )
+    allreduce: Literal["custom", "nccl"] = Field("custom", description="the engine's own all-reduce, or NCCL's")
+    host_overhead: HostOverheadSettings = HostOverheadSettings()
 
     @model_validator(mode="after")
     def _one_step_model(self) -> Execution:
         if self.calibration is not None and "roofline" in self.model_fields_set:
             raise ValueError("give either roofline: settings or a calibration: file, not both")
+        tables_asked = self.kernel_tables is not True and self.kernel_tables is not False
+        if tables_asked and ("roofline" in self.model_fields_set or self.calibration is not None):
+            raise ValueError("give one of roofline: settings, a calibration: file or a kernel_tables: file")
         return self
+
+    @property
+    def uses_kernel_tables(self) -> bool:
+        """Kernel tables unless turned off, or the roofline's settings or a calibration are given."""
+        if self.kernel_tables is False or self.calibration is not None:
+            return False
+        return isinstance(self.kernel_tables, str) or "roofline" not in self.model_fields_set
 
 
 class RunSettings(_Strict):

@@ -5,6 +5,7 @@ disaggregated deployments alike."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,7 @@ def run_counts(served: Served, workload: Workload, started: float) -> dict:
     return {
         "steps": sum(r.num_steps for r in served.replicas),
         "extrapolated_steps": sum(r.num_extrapolated_steps for r in served.replicas),
+        "step_sources": dict(sum((r.step_sources for r in served.replicas), Counter())),
         "preemptions": sum(s.num_preemptions for s in served.seqs),
         "clipped_prompts": workload.clipped_prompts,
         "clipped_outputs": workload.clipped_outputs,

@@ -8,12 +8,14 @@ this replica cuts the run at the next step boundary, exactly where a real engine
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
 import simpy
 
 from simulator.execution import ExecutionModel
+from simulator.execution.kernels.provenance import step_sources
 from simulator.scheduling import Scheduler, Sequence, Step
 
 
@@ -40,6 +42,7 @@ class Replica:
         self.busy_time = 0.0
         self.num_steps = 0
         self.num_extrapolated_steps = 0
+        self.step_sources: Counter = Counter()  # provenance label -> steps
         # (time, replica, waiting, running, kv_usage, busy): the state from this moment until the next sample
         self.samples: list[tuple[float, int, int, int, float, int]] = []
         self._wakeup = env.event()
@@ -98,13 +101,13 @@ class Replica:
             start = env.now
             self._sample(1)
             new, cached = step.arrays()
-            if self.execution.is_extrapolated(new, cached):
-                self.num_extrapolated_steps += runs
+            extrapolated = self.execution.is_extrapolated(new, cached)
             if runs == 1:
                 emitted = self.speculation.emitted(step) if self.speculation and step.draft_tokens else None
                 yield env.timeout(self.execution.step_time(new, cached) + self._side_time(step))
                 finished = self.scheduler.complete(step, env.now, num_emitted=emitted)
-                self.num_steps += 1
+                done = 1
+                self.step_sources.update(step_sources(self.execution, new, cached))
             else:
                 ends = start + np.cumsum(self.execution.decode_run_times(cached, runs))
                 self._wakeup = env.event()
@@ -114,7 +117,9 @@ class Replica:
                     done = int(np.searchsorted(ends, env.now)) + 1
                     yield env.timeout(ends[done - 1] - env.now)
                 finished = self.scheduler.complete_decode_run(step, ends[:done])
-                self.num_steps += done
+                self.step_sources.update(step_sources(self.execution, new, cached, done))
+            self.num_steps += done
+            self.num_extrapolated_steps += done if extrapolated else 0
             self.busy_time += env.now - start
             for seq in finished:
                 self.on_finish(seq)
