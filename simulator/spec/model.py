@@ -15,7 +15,17 @@ from simulator.spec.dtypes import dtype_bytes
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A decoder-only transformer of the Llama family (GQA attention, gated MLP)."""
+    """A decoder-only transformer: GQA or MLA attention, a gated MLP or a mixture of experts.
+
+    Mixture of experts (0 experts: every layer has the dense MLP of `intermediate_size`): each MoE
+    layer routes every token to `num_experts_per_token` of `num_experts` experts, each a gated MLP
+    of `moe_intermediate_size`, plus shared experts every token passes through
+    (`shared_expert_intermediate_size` in total); the first `first_dense_layers` layers keep the
+    dense MLP. Multi-head latent attention (DeepSeek, `kv_lora_rank` > 0): keys and values are
+    compressed to a latent of `kv_lora_rank` plus a `qk_rope_head_dim` rotary part, which is what
+    the KV cache holds. Sliding-window attention: `num_sliding_window_layers` layers attend to the
+    last `sliding_window` tokens only.
+    """
 
     name: str
     num_layers: int
@@ -30,16 +40,62 @@ class ModelSpec:
     rms_norm_eps: float = 1e-5
     tie_embeddings: bool = False
     attention_bias: bool = False  # Qwen2 puts biases on the q, k and v projections
+    # mixture of experts
+    num_experts: int = 0  # routed experts per MoE layer
+    num_experts_per_token: int = 0  # top-k
+    moe_intermediate_size: int = 0  # one routed expert's gated-MLP width
+    shared_expert_intermediate_size: int = 0  # all shared experts together
+    first_dense_layers: int = 0  # leading layers with the dense MLP
+    # multi-head latent attention
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0  # 0: queries are not compressed
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0  # 0: head_dim
+    # sliding-window attention and attention sinks
+    sliding_window: int = 0
+    num_sliding_window_layers: int = 0
+    attention_sinks: bool = False
     source: str = ""
 
     def __post_init__(self):
         if self.head_dim == 0:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+        if self.v_head_dim == 0:
+            object.__setattr__(self, "v_head_dim", self.head_dim)
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"model {self.name!r}: num_heads ({self.num_heads}) must be a multiple of "
                 f"num_kv_heads ({self.num_kv_heads})"
             )
+        if self.num_experts and not (
+            1 <= self.num_experts_per_token <= self.num_experts and self.moe_intermediate_size > 0
+        ):
+            raise ConfigError(
+                f"model {self.name!r}: with num_experts {self.num_experts}, num_experts_per_token must be in "
+                f"1..{self.num_experts} (got {self.num_experts_per_token}) and moe_intermediate_size > 0 "
+                f"(got {self.moe_intermediate_size})"
+            )
+        if not 0 <= self.first_dense_layers <= self.num_layers:
+            raise ConfigError(f"model {self.name!r}: first_dense_layers must be in 0..{self.num_layers}")
+        if not 0 <= self.num_sliding_window_layers <= self.num_layers or (
+            self.num_sliding_window_layers and self.sliding_window < 1
+        ):
+            raise ConfigError(
+                f"model {self.name!r}: num_sliding_window_layers must be in 0..{self.num_layers}, with "
+                "sliding_window >= 1 tokens when any layer slides"
+            )
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def num_moe_layers(self) -> int:
+        return self.num_layers - self.first_dense_layers if self.is_moe else 0
+
+    @property
+    def uses_mla(self) -> bool:
+        return self.kv_lora_rank > 0
 
     # --- parameter counts -------------------------------------------------------------------
     @property
