@@ -41,6 +41,7 @@ def bench_dirs(tmp_path_factory):
     for rate, n, low, high in [(0.1, 40, 32, 2000), (3.0, 150, 32, 200), (6.0, 200, 32, 200), (1.0, 120, 1000, 1900)]:
         scenario = parse_scenario({
             "name": "server", "model": MODEL.name, "hardware": HARDWARE.name,
+            "scheduler": {"policy": "vllm-v0"},  # a prompt is one prefill step, as the fit assumes
             "execution": {"calibration": str(root / "truth.yaml")},
             "workload": {
                 "arrival": {"process": "poisson", "rate": rate}, "num_requests": n,
