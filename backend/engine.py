@@ -291,6 +291,7 @@ def to_request_records(seqs: Iterable[Sequence]) -> list[RequestRecord]:
                 replica=seq.replica,
                 num_preemptions=seq.num_preemptions,
                 cached_prompt_tokens=seq.num_cached_prefix,
+                reason=seq.rejection,
             )
         )
     return records

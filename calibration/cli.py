@@ -41,6 +41,8 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--prompt-tokens", type=int, default=256, help="without --scenario: prompt length (default 256)")
     p.add_argument("--output-tokens", type=int, default=128, help="without --scenario: output length (default 128)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/bench)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an output folder that holds files llmsim did not write (they are left alone)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -67,6 +69,8 @@ def _add_validate_parser(sub) -> None:
                    help="KV-cache blocks of the engine (default: the runner's budget), or of the server with --url")
     p.add_argument("--max-requests", type=int, default=None, help="only the first N requests of the workload")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/validate)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an output folder that holds files llmsim did not write (they are left alone)")
     p.set_defaults(func=_cmd_validate)
 
 

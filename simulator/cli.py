@@ -19,15 +19,17 @@ COMMANDS_GROUP = "llmsim.commands"
 
 
 def _cmd_run(args) -> int:
-    from simulator.metrics.report import print_summary
+    from simulator.metrics.report import print_summary, request_changes
     from simulator.scenario import load_scenario, run
 
     scenario = load_scenario(args.scenario, args.set)
     results = run(scenario, seed=args.seed)
     out = Path(args.out) if args.out else Path("results") / scenario.name
-    results.save(out)
+    results.save(out, force=args.force)
     print_summary(results.summary, title=f"{scenario.name}: {results.description}")
     print(f"results: {out}/ (summary.json, requests.csv, timeseries.csv, plots/*.png)")
+    for line in request_changes(results.info):
+        print(line)
     _print_scheduling(results.info)
     _print_extrapolated(results.info)
     if (line := format_step_sources(results.info)) is not None:
@@ -79,7 +81,7 @@ def _cmd_sweep(args) -> int:
     result = run_sweep(args.scenario, args.set, seeds=args.seeds, workers=args.workers, ray=args.ray,
                        max_rate=True if args.max_rate else None)
     out = Path(args.out) if args.out else Path("results") / result.name / "sweep"
-    result.save(out)
+    result.save(out, force=args.force)
     print_sweep(result)
     print(f"results: {out}/ (sweep.csv, runs.csv, load_latency.png{', max_rate.json' if result.max_rate else ''})")
     return 0
@@ -91,10 +93,17 @@ def _cmd_plan(args) -> int:
 
     result = run_plan(args.scenario, overrides=args.set, seeds=args.seeds, workers=args.workers, ray=args.ray)
     out = Path(args.out) if args.out else Path("results") / result.name / "plan"
-    result.save(out)
+    result.save(out, force=args.force)
     print_plan(result)
     print(f"results: {out}/ (candidates.csv, plan.json, pareto.png)")
     return 0 if result.feasible else 1
+
+
+def _add_result_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="write into an output folder that holds files llmsim did not write (they are left alone)")
+    p.add_argument("--strict", action="store_true",
+                   help="a request clipped to the context or rejected is an error (as run.strict: true)")
 
 
 def _add_parallel_options(p: argparse.ArgumentParser) -> None:
@@ -112,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>)")
+    _add_result_options(p)
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a scenario field, e.g. --set deployment.weight_dtype=int8 (repeatable)",
@@ -132,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="find the highest arrival rate meeting the SLOs (automatic when the rate is swept "
                    "and the scenario has SLOs)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/sweep)")
+    _add_result_options(p)
     _add_parallel_options(p)
     p.set_defaults(func=_cmd_sweep)
 
@@ -139,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file with a plan: section")
     p.add_argument("--seeds", type=int, default=None, help="seeds per candidate (default: plan.seeds, 3)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/plan)")
+    _add_result_options(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field, e.g. --set plan.n_plus_one=true (repeatable)")
     _add_parallel_options(p)
@@ -160,7 +172,7 @@ def _cmd_compare(args) -> int:
     comparison = compare(scenario, variants, args.replications, seed=args.seed, workers=args.workers,
                          ray=args.ray, progress=True)
     out = Path(args.out) if args.out else Path("results") / scenario.name / "compare"
-    save_comparison(comparison, out)
+    save_comparison(comparison, out, force=args.force)
     print_comparison(comparison)
     print(f"results: {out}/ (comparison.csv, comparison.json, runs.csv, plots/*.png)")
     return 0
@@ -204,6 +216,7 @@ def _add_compare_parser(sub) -> None:
     p.add_argument("--replications", type=int, default=5, help="paired replications, one seed each (default 5)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first replication (default: the scenario's)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/compare)")
+    _add_result_options(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field for every variant, e.g. --set workload.arrival.rate=4")
     _add_parallel_options(p)
@@ -212,6 +225,8 @@ def _add_compare_parser(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "strict", False):
+        args.set = [*args.set, "run.strict=true"]
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -33,7 +33,7 @@ from calibration.measure.loadgen import (
     token_prompt,
 )
 from simulator.common.errors import ConfigError
-from simulator.common.files import write_text_atomic
+from simulator.common.files import result_files
 from simulator.metrics import summarize
 from simulator.metrics.results import Results
 from simulator.workload import Workload, WorkloadConfig, generate, load_workload
@@ -46,10 +46,11 @@ class BenchRun:
     results: Results
     client: pd.DataFrame
 
-    def save(self, out_dir: str | Path) -> Path:
-        out = self.results.save(out_dir)
-        write_text_atomic(out / "client.csv", self.client.to_csv(index=False, float_format="%.6f"))
-        return out
+    def save(self, out_dir: str | Path, *, force: bool = False) -> Path:
+        with result_files(out_dir, force=force) as stage:
+            self.results.write_into(stage)
+            self.client.to_csv(stage / "client.csv", index=False, float_format="%.6f")
+        return Path(out_dir)
 
 
 def flag_workload(
@@ -202,7 +203,7 @@ def run_cli(args) -> int:
         name, cost = "bench", 0.0
     run = bench(target, workload, seed=seed, concurrency=args.concurrency, cost_per_hour=cost, info=info)
     out = Path(args.out) if args.out else Path("results") / name / "bench"
-    run.save(out)
+    run.save(out, force=args.force)
     print_summary(run.results.summary, title=run.results.description)
     errors = run.results.info["errors"]
     if errors:

@@ -209,7 +209,7 @@ def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True) 
     for (r, _), rec in zip(served, to_request_records([seq for _, seq in served])):
         records.append(RequestRecord(r.request_id, rec.request_class, rec.arrival - offset, rec.prompt_tokens,
                                      rec.token_times - offset, rec.status, 0, rec.num_preemptions,
-                                     rec.cached_prompt_tokens))  # fmt: skip
+                                     rec.cached_prompt_tokens, rec.reason or r.clipping))  # fmt: skip
     timeseries = pd.DataFrame(samples, columns=["time", "waiting", "running", "kv_usage", "busy"])
     timeseries["replica"] = 0
     steps = engine.records_frame().iloc[first_step:].reset_index(drop=True)

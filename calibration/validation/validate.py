@@ -31,7 +31,7 @@ from calibration.validation.accuracy import Comparison, Tolerances, compare, ove
 from calibration.validation.matched import simulate_like
 from calibration.validation.schedule_check import ScheduleCheck, check_schedule
 from simulator.common.errors import ConfigError
-from simulator.common.files import write_text_atomic
+from simulator.common.files import result_files
 from simulator.execution import ExecutionModel
 from simulator.metrics import summarize
 from simulator.metrics.results import Results
@@ -83,22 +83,24 @@ class Validation:
     workload: Workload | None = None  # the requests both sides served (send times with --url)
     schedule_check: ScheduleCheck | None = None  # the engine's own step times replayed (in-process runs)
 
-    def save(self, out: str | Path) -> Path:
-        out = Path(out)
-        self.measured.save(out / "measured")
-        self.simulated.save(out / "simulated")
+    def save(self, out: str | Path, *, force: bool = False) -> Path:
+        with result_files(out, force=force) as stage:
+            self._write_into(stage)
+        return Path(out)
+
+    def _write_into(self, out: Path) -> None:
+        for side, results in (("measured", self.measured), ("simulated", self.simulated)):
+            (out / side).mkdir()
+            results.write_into(out / side)
         if self.steps is not None:
-            write_text_atomic(out / "engine_steps.csv", self.steps.to_csv(index=False, float_format="%.9g"))
-        write_text_atomic(
-            out / "comparison.csv", self.comparison.table.to_csv(index=False, float_format="%.6g")
-        )
+            self.steps.to_csv(out / "engine_steps.csv", index=False, float_format="%.9g")
+        self.comparison.table.to_csv(out / "comparison.csv", index=False, float_format="%.6g")
         overlay_plots(self.measured, self.simulated, out / "plots")
         report = {"passed": self.comparison.passed, "tolerances": self.comparison.tolerances.__dict__,
                   "settings": self.settings, "step_model_error": self.step_errors,
                   "schedule_check": None if self.schedule_check is None else self.schedule_check.__dict__,
                   "comparison": json.loads(self.comparison.table.to_json(orient="records"))}  # fmt: skip
-        write_text_atomic(out / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
-        return out
+        (out / "validation.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 def validate(
@@ -205,7 +207,7 @@ def run_cli(args) -> int:
     result = validate(scenario, seed=args.seed, url=args.url, device=args.device, num_blocks=args.num_blocks,
                       threads=args.threads, max_requests=args.max_requests, tolerances=tolerances)  # fmt: skip
     out = Path(args.out) if args.out else Path("results") / scenario.name / "validate"
-    result.save(out)
+    result.save(out, force=args.force)
     s = result.settings
     print(
         f"{scenario.name}: {s['requests']} requests, engine KV cache {s['num_blocks']} blocks x "

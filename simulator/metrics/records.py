@@ -40,6 +40,7 @@ class RequestRecord:
     replica: int | None = None
     num_preemptions: int = 0
     cached_prompt_tokens: int = 0
+    reason: str = ""  # why llmsim changed (clipped) or dropped (rejected) the request, in words
 
     def __post_init__(self) -> None:
         self.token_times = np.asarray(self.token_times, dtype=np.float64).reshape(-1)
@@ -130,6 +131,7 @@ def compute(records: Sequence[RequestRecord], slos: dict[str, SLO] | None) -> _C
             "met_slo": met,
             "replica": replica,
             "preemptions": preemptions,
+            "reason": [r.reason for r in records],
         }
     )
     ok_gap = ok[gap_owner] if gaps.size else np.zeros(0, dtype=bool)
@@ -142,7 +144,8 @@ def requests_frame(
     """One row per request (times in seconds), the table written as requests.csv.
 
     Columns: id, class, status, arrival, first_token, finish, prompt_tokens, cached_prompt_tokens,
-    output_tokens, ttft, tpot, e2e, itl_mean, itl_max, met_slo, replica, preemptions.
+    output_tokens, ttft, tpot, e2e, itl_mean, itl_max, met_slo, replica, preemptions, reason (why
+    llmsim clipped or rejected the request; empty otherwise).
     `first_token` is set for any request that produced a token; the latency columns and `finish`
     only for completed ("ok") requests, so that column statistics match the summary. `tpot`,
     `itl_mean` and `itl_max` are NaN for single-token requests. `met_slo` is False for requests

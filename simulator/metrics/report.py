@@ -1,11 +1,10 @@
-"""Readable results: the terminal table of a run, summary.json, and atomic file writes."""
+"""Readable results: the terminal table of a run and summary.json."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -13,38 +12,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from simulator.metrics import Summary
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part.
-
-    The bytes go to a temporary file in the same directory (same filesystem), are flushed to disk,
-    then renamed over `path`. Parent directories are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """`write_bytes_atomic` for UTF-8 text."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+from simulator.common.files import write_text_atomic
+from simulator.metrics.summary import Summary
 
 
 def summary_to_json(summary: Summary, path: str | os.PathLike[str]) -> Path:
@@ -146,3 +115,17 @@ def print_summary(summary: Summary, console: Console | None = None, title: str =
     console.print(Group(*summary_tables(summary)))
     if summary.saturated:
         console.print("[bold red]Saturated: the latencies above are not meaningful at this load.")
+
+
+def request_changes(info: dict) -> list[str]:
+    """Lines telling how many requests llmsim clipped or rejected, and why (empty when none)."""
+    lines = []
+    prompts, outputs = info.get("clipped_prompts", 0), info.get("clipped_outputs", 0)
+    if prompts or outputs:
+        lines.append(f"clipped: {prompts:,} prompts and {outputs:,} outputs shortened to fit the context "
+                     "(prompt + output <= max_model_len; requests.csv column reason)")
+    for kind, count in (info.get("rejected") or {}).items():
+        lines.append(f"rejected: {count:,} requests {kind}, never served (requests.csv column reason)")
+    if lines:
+        lines.append("  (--strict, or run.strict: true, makes these errors)")
+    return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from simulator.common.files import atomic_directory
+from simulator.common.files import result_files
 from simulator.metrics import RequestRecord, Summary, requests_frame
 from simulator.metrics.plots import plot_results
 
@@ -37,28 +38,36 @@ class Results:
     def plot(self, out_dir: str | Path) -> list[Path]:
         return plot_results(self.requests, self.timeseries, Path(out_dir), slos=self.slos)
 
-    def save(self, out_dir: str | Path) -> Path:
+    def save(self, out_dir: str | Path, *, force: bool = False) -> Path:
         """Write summary.json, requests.csv, timeseries.csv, run_log.json and plots/ to `out_dir`.
 
         summary.json holds only what the run determines, so identical runs write identical files;
-        how long it took goes to run_log.json. Everything is written to a temporary sibling
-        folder first and moved into place at the end, so an interrupted run never leaves a
-        half-written result folder.
+        how long it took goes to run_log.json. The files are staged and moved into place at the
+        end (simulator.common.files.result_files): an interrupted run leaves the previous results
+        intact, and nothing llmsim did not write is replaced or removed.
         """
-        out = Path(out_dir)
-        with atomic_directory(out) as tmp:
-            info = {k: v for k, v in self.info.items() if k not in RUN_LOG_KEYS}
-            summary = self.summary.to_dict() | {"run": info}
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
-            log = {k: self.info[k] for k in RUN_LOG_KEYS if k in self.info}
-            log["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            (tmp / "run_log.json").write_text(json.dumps(log, indent=2) + "\n")
-            self.requests.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
-            if self.timeseries is not None:
-                self.timeseries.to_csv(tmp / "timeseries.csv", index=False, float_format="%.6f")
-            self.plot(tmp / "plots")
+        with result_files(out_dir, force=force) as stage:
+            self.write_into(stage)
+        return Path(out_dir)
+
+    def write_into(self, folder: Path) -> None:
+        """This run's files, into `folder` (a staging folder of a result set)."""
+        info = {k: v for k, v in self.info.items() if k not in RUN_LOG_KEYS}
+        summary = self.summary.to_dict() | {"run": info}
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
+        self.requests.to_csv(folder / "requests.csv", index=False, float_format="%.6f")
+        if self.timeseries is not None:
+            self.timeseries.to_csv(folder / "timeseries.csv", index=False, float_format="%.6f")
+        log = {k: self.info[k] for k in RUN_LOG_KEYS if k in self.info}
+        log["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:  # a plot never costs the run its numbers
+            self.plot(folder / "plots")
             if "autoscaling" in self.info:
                 from simulator.metrics.replica_timeline import save_outputs
 
-                save_outputs(self.info["autoscaling"], tmp, self.requests["arrival"].to_numpy())
-        return out
+                save_outputs(self.info["autoscaling"], folder, self.requests["arrival"].to_numpy())
+        except Exception as exc:  # noqa: BLE001 - any plotting failure; the numbers are written anyway
+            log["plot_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"llmsim: warning: plots not drawn ({log['plot_error']}); the results are written",
+                  file=sys.stderr)
+        (folder / "run_log.json").write_text(json.dumps(log, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,8 @@ def read_scenario_data(path: str | Path) -> tuple[dict, Path]:
     """The raw mapping of a scenario file (name defaulted to the file's stem) and its folder."""
     path = Path(path)
     data = read_yaml_mapping(path, "scenario")
-    data.setdefault("name", path.stem)
+    # the file name stands in for a missing name, made a plain one (a name given is validated)
+    data.setdefault("name", re.sub(r"[^A-Za-z0-9_+.-]+", "_", path.stem).strip("._+-") or "scenario")
     return data, path.resolve().parent
 
 

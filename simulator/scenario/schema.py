@@ -6,6 +6,7 @@ value given and what is allowed. Nothing in a scenario executes code.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,9 @@ from simulator.scheduling import POLICIES, SchedulerConfig
 from simulator.serving.autoscaling import AutoscalingConfig
 from simulator.serving.routing import ROUTERS
 from simulator.workload import WorkloadConfig
+
+# A name that is one path component: results/<name>/ can never point elsewhere.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.))*")
 
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 
@@ -113,10 +117,15 @@ class RunSettings(_Strict):
         None, description="stop the simulated clock here; default: when every request has finished"
     )
     merge_decode_steps: bool = Field(True, description="merge identical decode steps (same results, faster)")
+    strict: bool = Field(
+        False, description="a request clipped to the context or rejected (larger than the KV cache) is an error, "
+        "not a changed or dropped request counted in the summary"
+    )
 
 
 class Scenario(_Strict):
-    name: str = Field("scenario", min_length=1)
+    name: str = Field("scenario", min_length=1, max_length=100,
+                      description="names the results folder: letters, digits and . _ + -, no path")
     description: str = ""
     seed: int = 0
     model: str | dict[str, Any] = Field(..., description="catalog name or an inline model spec")
@@ -141,6 +150,16 @@ class Scenario(_Strict):
     def _known_policy(cls, value: SchedulerConfig) -> SchedulerConfig:
         if value.policy not in POLICIES:
             raise ValueError(unknown_choice("policy", value.policy, POLICIES))
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not PLAIN_NAME.fullmatch(value):
+            raise ValueError(
+                "a scenario name names its results folder: letters, digits and . _ + -, starting with a "
+                "letter or digit (no / or \\, no ..)"
+            )
         return value
 
     @field_validator("router")

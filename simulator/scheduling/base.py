@@ -23,6 +23,10 @@ from simulator.scheduling.sequence import SeqStatus, Sequence
 from simulator.scheduling.swap import HostSwapSpace
 
 
+REJECT_CONTEXT = "longer than the context"
+REJECT_KV = "larger than the whole KV cache"
+
+
 @dataclass
 class Step:
     """One engine iteration: row i computes `new_tokens[i]` tokens of `seqs[i]` on top of
@@ -95,9 +99,11 @@ class Scheduler:
     # --- queue management ------------------------------------------------------------------
     def add(self, seq: Sequence, now: float = 0.0) -> bool:
         """Queue a new request; reject it (False) if it can never be served."""
-        if seq.max_total_tokens > self.max_model_len or not self._fits_ever(seq):
+        why = self.rejection(seq)
+        if why:
             seq.status = SeqStatus.FINISHED
             seq.finish_reason = "rejected"
+            seq.rejection = why
             seq.finish_time = now
             return False
         seq.status = SeqStatus.WAITING
@@ -119,6 +125,17 @@ class Scheduler:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = "abort"
         seq.finish_time = now
+
+    def rejection(self, seq: Sequence) -> str:
+        """Why `seq` can never be served here ("" when it can): a kind, then the numbers."""
+        total = seq.max_total_tokens
+        if total > self.max_model_len:
+            return f"{REJECT_CONTEXT}: prompt + output {total:,} tokens, max_model_len {self.max_model_len:,}"
+        if not self._fits_ever(seq):
+            blocks = self.blocks
+            return (f"{REJECT_KV}: prompt + output {total:,} tokens, the cache holds {blocks.num_blocks:,} "
+                    f"blocks of {blocks.block_size} tokens (watermark included)")  # fmt: skip
+        return ""
 
     def _fits_ever(self, seq: Sequence) -> bool:
         """Whether `seq` could run to its end with the cache otherwise empty (above the watermark)."""

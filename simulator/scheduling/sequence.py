@@ -45,7 +45,8 @@ class Sequence:
     first_scheduled: float | None = None
     finish_time: float | None = None
     num_preemptions: int = 0
-    finish_reason: str | None = None  # "length", "stop" or "abort"
+    finish_reason: str | None = None  # "length", "stop", "abort" or "rejected"
+    rejection: str = ""  # why a rejected request can never be served, in words
     replica: int | None = None
 
     @property

@@ -47,6 +47,7 @@ class Handoff:
         seq.num_cached_prefix = job.num_cached_prefix
         seq.replica = job.replica
         if job.finish_reason != "length":  # rejected: the request ends here
+            seq.rejection = job.rejection
             self._finish(seq, job.finish_time, job.finish_reason)
             return
         seq.token_times = list(job.token_times)

@@ -19,7 +19,8 @@ from simulator.serving.simulate import Served
 from simulator.workload import Workload
 
 
-def record(seq: Sequence) -> RequestRecord:
+def record(seq: Sequence, note: str = "") -> RequestRecord:
+    """A served sequence as a metrics record; `note` says what llmsim changed in the request."""
     if seq.finish_reason in ("length", "stop"):
         status = "ok"
     elif seq.finish_reason == "rejected":
@@ -36,6 +37,7 @@ def record(seq: Sequence) -> RequestRecord:
         replica=seq.replica,
         num_preemptions=seq.num_preemptions,
         cached_prompt_tokens=seq.num_cached_prefix,
+        reason=seq.rejection or note,
     )
 
 
@@ -54,10 +56,16 @@ def run_counts(served: Served, workload: Workload, started: float) -> dict:
         "preemptions": sum(s.num_preemptions for s in served.seqs),
         "clipped_prompts": workload.clipped_prompts,
         "clipped_outputs": workload.clipped_outputs,
+        "rejected": rejected_counts(served.seqs),
         "simulated_time_s": served.end,
         "unfinished_at_end": sum(s.status is not SeqStatus.FINISHED for s in served.seqs),
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
+
+
+def rejected_counts(seqs: list[Sequence]) -> dict[str, int]:
+    """Rejected requests by kind of reason (the part of the reason before its numbers)."""
+    return dict(Counter(s.rejection.split(":", 1)[0] for s in seqs if s.rejection))
 
 
 def scheduling_info(deployment: Deployment, served: Served) -> dict:
@@ -142,7 +150,7 @@ def describe(deployment: Deployment) -> str:
 def results(deployment: Deployment, served: Served, workload: Workload, seed: int, started: float) -> Results:
     """Summarise a served workload: records, time series, summary and provenance."""
     timeseries = timeseries_frame(served.replicas)
-    records = [record(s) for s in served.seqs]
+    records = [record(s, r.clipping) for s, r in zip(served.seqs, workload.requests)]
     cost_per_hour = deployment.usd_per_hour
     scaling = None
     if served.autoscaler is not None:  # pay for the replica-hours actually provisioned

@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 from rich.console import Console
 from rich.table import Table
 
-from simulator.common.files import atomic_directory
+from simulator.common.files import result_files
 from simulator.metrics.plots import overlay_cdfs, save_figure
 from simulator.studies.compare import CONFIDENCE, METRIC_BY_KEY, METRICS, Comparison
 
@@ -158,10 +158,10 @@ def plot_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
     return paths
 
 
-def save_comparison(comparison: Comparison, out_dir: str | Path) -> Path:
+def save_comparison(comparison: Comparison, out_dir: str | Path, *, force: bool = False) -> Path:
     """comparison.csv, comparison.json, runs.csv and plots/, all written into place at once."""
     out = Path(out_dir)
-    with atomic_directory(out) as tmp:
+    with result_files(out, force=force) as tmp:
         comparison.table.to_csv(tmp / "comparison.csv", index=False, float_format="%.6g")
         text = json.dumps(comparison.to_dict(), indent=2, allow_nan=False, default=_json_default)
         (tmp / "comparison.json").write_text(text + "\n")

@@ -13,9 +13,10 @@ processes or Ray workers; `fn` must be a module-level function.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from tqdm import tqdm
@@ -57,21 +58,37 @@ def run_tasks(
         bar.close()
 
 
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C is the parent's to handle; it then terminates the workers at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_pool(fn, tasks: list, workers: int, bar) -> list:
-    results: list[Any] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    results[pending.pop(future)] = future.result()
+    """A process pool whose workers are terminated, not awaited, when the parent is interrupted or
+    a task fails: Ctrl-C stops a plan in well under a second instead of after the simulations in
+    flight, and leaves no worker behind."""
+    pool = multiprocessing.get_context().Pool(workers, initializer=_ignore_interrupts)
+    try:
+        pending = [pool.apply_async(fn, (task,)) for task in tasks]
+        results: list[Any] = [None] * len(tasks)
+        left = list(range(len(tasks)))
+        while left:
+            pending[left[0]].wait(0.05)  # short waits: the main thread sees Ctrl-C between them
+            still = []
+            for i in left:
+                if pending[i].ready():
+                    results[i] = pending[i].get()  # a task's exception is raised here
                     bar.update()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return results
+                else:
+                    still.append(i)
+            left = still
+        pool.close()
+        pool.join()
+        return results
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
 
 
 def _run_ray(fn, tasks: list, address: str, bar) -> list:
@@ -89,9 +106,14 @@ def _run_ray(fn, tasks: list, address: str, bar) -> list:
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(tasks)
     waiting = list(refs)
-    while waiting:
-        done, waiting = ray.wait(waiting, num_returns=1)
-        for ref in done:
-            results[index[ref]] = ray.get(ref)
-            bar.update()
+    try:
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            for ref in done:
+                results[index[ref]] = ray.get(ref)
+                bar.update()
+    except BaseException:
+        for ref in waiting:  # interrupted or failed: the cluster stops the rest
+            ray.cancel(ref, force=True)
+        raise
     return results

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from simulator.common.errors import ConfigError
-from simulator.common.files import atomic_directory
+from simulator.common.files import result_files
 from simulator.metrics.objectives import check_slo_key
 from simulator.scenario import Scenario, build_deployment, load_scenario, parse_scenario
 from simulator.studies import capacity_plots
@@ -86,8 +86,8 @@ class PlanResult:
     def answer(self) -> dict | None:
         return None if self.winner is None else _jsonable(self.candidates.loc[self.winner].to_dict())
 
-    def save(self, out: str | Path) -> Path:
-        with atomic_directory(out) as tmp:
+    def save(self, out: str | Path, *, force: bool = False) -> Path:
+        with result_files(out, force=force) as tmp:
             self.candidates.to_csv(tmp / "candidates.csv", index=False, float_format="%.6g")
             rejected = self.candidates[self.candidates["status"] == "rejected"]
             doc = {

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.common.errors import ConfigError
-from simulator.common.files import atomic_directory
+from simulator.common.files import result_files
 from simulator.scenario import Scenario, parse_scenario, read_scenario_data
 from simulator.studies import capacity_plots
 from simulator.studies.parallel import run_tasks
@@ -53,8 +53,8 @@ class SweepResult:
     slo_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def save(self, out: str | Path) -> Path:
-        with atomic_directory(out) as tmp:
+    def save(self, out: str | Path, *, force: bool = False) -> Path:
+        with result_files(out, force=force) as tmp:
             self.points.drop(columns=["misses"], errors="ignore").to_csv(tmp / "sweep.csv", index=False,
                                                                           float_format="%.6g")
             self.runs.drop(columns=["checks"], errors="ignore").to_csv(tmp / "runs.csv", index=False,

@@ -40,6 +40,19 @@ class Request:
     request_class: str = "default"
     priority: int = 0
     block_hashes: list[int] | None = None  # prefix-block ids (Mooncake), one per hash_block_tokens
+    requested: tuple[int, int] | None = None  # (prompt, output) asked for, when clipped to the context
+
+    @property
+    def clipping(self) -> str:
+        """What clipping to the context changed, in words ("" when nothing)."""
+        if self.requested is None:
+            return ""
+        (prompt, output), parts = self.requested, []
+        if prompt != self.prompt_tokens:
+            parts.append(f"prompt {prompt:,} -> {self.prompt_tokens:,} tokens")
+        if output != self.output_tokens:
+            parts.append(f"output {output:,} -> {self.output_tokens:,} tokens")
+        return "clipped to the context: " + ", ".join(parts)
 
 
 @dataclass
@@ -141,6 +154,8 @@ def generate(
             zip(arrival.tolist(), fitted_prompt.tolist(), fitted_output.tolist(), chosen.tolist(), hashes)
         )
     ]
+    for i in np.flatnonzero((fitted_prompt < prompt) | (fitted_output < output)):
+        requests[i].requested = (int(prompt[i]), int(output[i]))
     return Workload(
         requests=requests,
         slos={c.name: c.slo for c in classes},
