@@ -1,6 +1,7 @@
 """`llmsim sweep`: value parsing, the grid, load-latency outputs and the highest rate meeting SLOs."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -134,3 +135,19 @@ def test_cli_sweep_bad_input_exits_2(tmp_path, capsys):
     assert code == 2 and "deployment.replicas" in err and "two" in err
     code = main(["sweep", str(write(tmp_path)), "--set", "deployment.replicas=2"])
     assert code == 2 and "nothing to sweep" in capsys.readouterr().err
+
+
+def test_a_sweep_point_prices_steps_as_run_does(tmp_path):
+    """Sweeps and plans send scenarios to workers as dumped data: the step-time model chosen (kernel
+    tables here, a calibration file below) must survive the round trip."""
+    from simulator.scenario import load_scenario, run
+    from simulator.studies.trials import Trial, run_trial
+
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    for name in ("azure_conv_a100.yaml", "cpu_llama100m.yaml"):
+        scenario = load_scenario(root / name, ["workload.arrival.limit=200"] if name.startswith("azure")
+                                 else ["workload.num_requests=20"])
+        row = run_trial(Trial.of(scenario, scenario.seed).task())
+        info = run(scenario).info
+        assert row["step_sources"] == info["step_sources"] and row["step_sources"]
+        assert "roofline" not in row["step_model"]

@@ -95,12 +95,18 @@ class Execution(_Strict):
     allreduce: Literal["custom", "nccl"] = Field("custom", description="the engine's own all-reduce, or NCCL's")
     host_overhead: HostOverheadSettings = HostOverheadSettings()
 
+    @property
+    def roofline_given(self) -> bool:
+        """Roofline settings differ from the defaults (by value, so a scenario dumped and parsed
+        again, as sweeps and plans send them to workers, means the same)."""
+        return self.roofline != RooflineSettings()
+
     @model_validator(mode="after")
     def _one_step_model(self) -> Execution:
-        if self.calibration is not None and "roofline" in self.model_fields_set:
+        if self.calibration is not None and self.roofline_given:
             raise ValueError("give either roofline: settings or a calibration: file, not both")
-        tables_asked = self.kernel_tables is not True and self.kernel_tables is not False
-        if tables_asked and ("roofline" in self.model_fields_set or self.calibration is not None):
+        tables_named = isinstance(self.kernel_tables, str)
+        if tables_named and (self.roofline_given or self.calibration is not None):
             raise ValueError("give one of roofline: settings, a calibration: file or a kernel_tables: file")
         return self
 
@@ -109,7 +115,7 @@ class Execution(_Strict):
         """Kernel tables unless turned off, or the roofline's settings or a calibration are given."""
         if self.kernel_tables is False or self.calibration is not None:
             return False
-        return isinstance(self.kernel_tables, str) or "roofline" not in self.model_fields_set
+        return isinstance(self.kernel_tables, str) or not self.roofline_given
 
 
 class RunSettings(_Strict):

@@ -22,7 +22,6 @@ from simulator.scheduling.prefix_cache import PrefixCachingBlockManager
 from simulator.scheduling.sequence import SeqStatus, Sequence
 from simulator.scheduling.swap import HostSwapSpace
 
-
 REJECT_CONTEXT = "longer than the context"
 REJECT_KV = "larger than the whole KV cache"
 

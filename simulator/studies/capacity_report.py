@@ -9,6 +9,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from simulator.execution.kernels.provenance import count_line
 from simulator.studies.plan import PlanResult
 from simulator.studies.sweep import SweepResult
 
@@ -48,6 +49,7 @@ def print_sweep(result: SweepResult, console: Console | None = None) -> None:
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}")
+    print_step_models(result.step_models, console)
     if result.rule:
         console.print(f"SLO rule: {result.rule}; a point meets it when every seed does.")
     for res in result.max_rate:
@@ -57,6 +59,12 @@ def print_sweep(result: SweepResult, console: Console | None = None) -> None:
         line = f"highest rate meeting the SLOs{' (' + others + ')' if others else ''}: [bold]{res['max_rate']:.4g}[/] " \
                f"req/s (bracket {bracket[0]:.4g}-{upper})"
         console.print(line + (f" — {res['note']}" if res.get("note") else ""))
+
+
+def print_step_models(models: dict[str, dict[str, int]], console: Console) -> None:
+    """One line per step-time source: where the numbers came from and how each step was priced."""
+    for model, counts in sorted(models.items()):
+        console.print(f"step times: {model}; {count_line(counts)}", highlight=False, markup=False)
 
 
 def print_plan(result: PlanResult, console: Console | None = None, top: int = 15) -> None:
@@ -70,6 +78,7 @@ def print_plan(result: PlanResult, console: Console | None = None, top: int = 15
                   + f"); {result.simulations} simulations run")
     for note in result.notes:
         console.print(f"note: {note}")
+    print_step_models(result.step_models, console)
     sim = c[c["status"].isin(["met", "missed"])]
     sim = sim.assign(_miss=sim["status"] != "met").sort_values(["_miss", "usd_per_hour", "ttft_p90_ms"])
     table = Table(title=f"simulated candidates: meeting the SLOs cheapest first, then misses "

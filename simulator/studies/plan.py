@@ -44,7 +44,7 @@ from simulator.studies.plan_search import (
     verify_candidate,
 )
 from simulator.studies.search_space import set_path
-from simulator.studies.trials import DETERMINISTIC_NOTE, is_deterministic, rule_for
+from simulator.studies.trials import DETERMINISTIC_NOTE, is_deterministic, rule_for, step_models
 from simulator.workload.diurnal import DiurnalArrival, TableProfile, TraceProfile
 
 GROUP_KEYS = ["hardware", "tensor_parallel", "weight_dtype", "max_num_seqs", "chunk_size"]
@@ -78,6 +78,15 @@ class PlanResult:
     notes: list[str] = field(default_factory=list)
     seeds: int = 1
     simulations: int = 0  # simulations run to reach the answer
+
+    @property
+    def step_models(self) -> dict[str, dict[str, int]]:
+        """Step counts per provenance label of the simulated candidates, per step-time source."""
+        if "step_model" not in self.candidates:
+            return {}
+        rows = self.candidates.dropna(subset=["step_model"])
+        return step_models({"step_model": m, "step_sources": json.loads(s)}
+                           for m, s in zip(rows["step_model"], rows["step_sources"]) if isinstance(s, str))
 
     @property
     def feasible(self) -> bool:

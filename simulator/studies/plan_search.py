@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,8 @@ def _summarise(rows: list[dict], replicas: int, stage: str) -> dict:
     failed = [r for r in rows if not r["slo_met"]]
     out["misses"] = "; ".join(failed[0]["misses"]) if failed else ""
     out["shortfall"] = max(_shortfall(r) for r in rows)
+    out["step_model"] = rows[0].get("step_model")
+    out["step_sources"] = json.dumps(sum((Counter(r.get("step_sources") or {}) for r in rows), Counter()))
     return out
 
 

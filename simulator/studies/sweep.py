@@ -35,6 +35,7 @@ from simulator.studies.trials import (
     is_deterministic,
     rule_for,
     run_trial,
+    step_models,
 )
 
 RATE_KEY = "workload.arrival.rate"
@@ -52,12 +53,13 @@ class SweepResult:
     max_rate: list[dict[str, Any]] = field(default_factory=list)  # per combination of the other keys
     slo_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    step_models: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> label -> steps
 
     def save(self, out: str | Path, *, force: bool = False) -> Path:
         with result_files(out, force=force) as tmp:
             self.points.drop(columns=["misses"], errors="ignore").to_csv(tmp / "sweep.csv", index=False,
                                                                           float_format="%.6g")
-            self.runs.drop(columns=["checks"], errors="ignore").to_csv(tmp / "runs.csv", index=False,
+            self.runs.drop(columns=["checks", "step_sources"], errors="ignore").to_csv(tmp / "runs.csv", index=False,
                                                                        float_format="%.6g")
             others = self.keys[1:]
             single = self.max_rate[0]["max_rate"] if len(self.max_rate) == 1 else None
@@ -199,4 +201,4 @@ def run_sweep(
         if lim.metric in ("ttft", "tpot"):
             slo_ms[lim.metric] = min(slo_ms.get(lim.metric, np.inf), lim.limit_ms)
     return SweepResult(first.name, keys, points, runs, rule.describe() if not rule.empty else "", results, slo_ms,
-                       notes)
+                       notes, step_models(sweeper.runs))

@@ -7,10 +7,12 @@ cross process boundaries).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simulator.execution.kernels.provenance import source_of
 from simulator.metrics.objectives import SLORule
 from simulator.scenario import Scenario, parse_scenario
 from simulator.workload import TraceArrival
@@ -99,9 +101,20 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
             "requests": s.total,
             "unfinished": s.unfinished,
             "wall_s": results.info["wall_time_s"],
+            "step_model": source_of(results.info.get("execution", {})),
+            "step_sources": dict(results.info.get("step_sources", {})),
         }
     )
     if "autoscaling" in results.info:
         scaling = results.info["autoscaling"]
         row.update({k: scaling[k] for k in ("mean_replicas", "peak_replicas", "usd_per_day")})
     return row
+
+
+def step_models(rows) -> dict[str, dict[str, int]]:
+    """Step counts per provenance label, summed over trial rows, per step-time source."""
+    out: dict[str, Counter] = {}
+    for row in rows:
+        if row.get("step_model") is not None:
+            out.setdefault(row["step_model"], Counter()).update(row.get("step_sources") or {})
+    return {model: dict(counts) for model, counts in out.items()}

@@ -20,14 +20,29 @@ def step_sources(model, new_tokens, cached_tokens, num_steps: int = 1) -> Counte
     return Counter({label: num_steps})
 
 
+def source_of(execution: dict) -> str:
+    """Where a run's step times came from, in one phrase: the measured tables with their package and
+    engine version, a calibration file, or the roofline (with why no tables were used)."""
+    if "prefill" in execution and "decode" in execution:  # a disaggregated run: both pools
+        return f"prefill: {source_of(execution['prefill'])}; decode: {source_of(execution['decode'])}"
+    if execution.get("kernel_tables"):
+        src = execution.get("source", {})
+        return (f"measured kernel tables of {execution.get('engine')} {execution.get('engine_version')} from "
+                f"{src.get('package', '?')} {src.get('package_version', '')} ({execution['kernel_tables']})")
+    if execution.get("calibration"):
+        return f"{execution.get('provenance', '')} calibration {execution['calibration']}"
+    where = execution.get("provenance", "")
+    return f"{where}: {execution['notice']}" if execution.get("notice") else where
+
+
+def count_line(counts: dict) -> str:
+    """'N measured-range, M interpolated, K extrapolated, R roofline'."""
+    return ", ".join(f"{counts.get(label, 0):,} {label}" for label in LABELS)
+
+
 def format_step_sources(info: dict) -> str | None:
-    """'step times: N measured-range, M interpolated, K extrapolated, R roofline (source)'."""
+    """'step times: <source>; N measured-range, M interpolated, K extrapolated, R roofline'."""
     counts = info.get("step_sources")
     if not counts:
         return None
-    execution = info.get("execution", {})
-    where = execution.get("kernel_tables") or execution.get("calibration") or execution.get("provenance", "")
-    parts = ", ".join(f"{counts.get(label, 0):,} {label}" for label in LABELS)
-    line = f"step times: {parts} ({where})"
-    notice = execution.get("notice")
-    return f"{line}\n  {notice}" if notice else line
+    return f"step times: {source_of(info.get('execution', {}))}; {count_line(counts)}"
