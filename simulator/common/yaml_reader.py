@@ -141,6 +141,9 @@ def _where(exc: yaml.YAMLError) -> str:
 
 def _describe(exc: yaml.YAMLError) -> str:
     """One line for a YAML error: where, then PyYAML's problem (without its source excerpt)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return f"character {char!r} at position {exc.position} is not allowed ({exc.reason})"
     problem = getattr(exc, "problem", None)
     context = getattr(exc, "context", None)
     if problem is None:
@@ -151,11 +154,22 @@ def _describe(exc: yaml.YAMLError) -> str:
 def parse_yaml(text: str, source: str) -> Any:
     """The value a YAML document holds; `source` (a path, "--set x") opens every error."""
     try:
-        return yaml.load(text, Loader=_BoundedLoader)
+        loader = _BoundedLoader(text)  # its reader refuses control characters at once
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {_describe(exc)}") from None
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {_describe(exc)}") from None
+    except (ValueError, OverflowError) as exc:  # the scanner's chr() on an escape such as "\UFFFFFFFF"
+        mark = loader.get_mark()
+        raise ConfigError(
+            f"{source}: not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {exc}"
+        ) from None
     except RecursionError:  # a guard: the depth limit stops nesting long before the stack ends
         raise ConfigError(f"{source}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml_file(path: str | Path, what: str) -> Any:

@@ -28,6 +28,8 @@ def existing(path: str | Path, what: str) -> Path:
 
 
 def shown(value) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()  # 1e+19, not np.float64(1e+19)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -52,6 +54,8 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         raise ConfigError(f"{path}: file is empty, expected a header {','.join(columns)}") from None
     except (ValueError, OverflowError, MemoryError) as exc:  # ParserError is a ValueError
         raise ConfigError(f"{path}: malformed CSV: {' '.join(str(exc).split())[:200]}") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the extra fields of line 2 as an index
+        raise ConfigError(f"{path}, line 2: more fields than the header's {len(frame.columns)}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = ", ".join(str(c)[:40] for c in frame.columns[:20])
