@@ -157,3 +157,77 @@ def test_edited_file_is_read_again(tmp_path):
     assert len(traces.read_trace(path, "csv")) == 1
     path.write_text(header + "0,1,1\n1,2,2\n")
     assert len(traces.read_trace(path, "csv")) == 2
+
+
+# --- bounds -----------------------------------------------------------------------------------
+CSV_HEADER = "arrival_time,prompt_tokens,output_tokens\n"
+
+
+@pytest.mark.parametrize(
+    "row, column, allowed",
+    [
+        ("1,10000000000000000000,2", "prompt_tokens", "from 1 to 10,000,000"),  # would wrap in int64
+        ("1,10000001,2", "prompt_tokens", "from 1 to 10,000,000"),
+        ("1e300,10,2", "arrival_time", "a time from 0 to 1e+10 s"),
+        ("inf,10,2", "arrival_time", "a finite number"),
+        ("1," + "9" * 5000 + ",2", "prompt_tokens", "a finite number"),
+    ],
+)
+def test_numbers_beyond_the_ceilings_are_refused(tmp_path, row, column, allowed):
+    path = write(tmp_path, "t.csv", CSV_HEADER + "0,10,2\n" + row + "\n")
+    with pytest.raises(ConfigError) as err:
+        traces.read_trace(path, "csv")
+    message = str(err.value)
+    assert f"t.csv, line 3: {column} = " in message and allowed in message
+    assert len(message) < 300  # a 5000-digit value is shortened
+
+
+def test_a_span_beyond_ten_years_is_refused(tmp_path):
+    path = write(tmp_path, "t.csv", CSV_HEADER + "0,10,2\n9000000000,10,2\n")
+    with pytest.raises(ConfigError, match=r"span 9e\+09 s \(line 2 to line 3\), more than .* \(10 years\)"):
+        traces.read_trace(path, "csv")
+
+
+def test_non_utf8_trace_names_the_byte(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(CSV_HEADER.encode() + b"0,10,2\n1,1\xff,2\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text: byte 51 \(0xff\)"):
+        traces.read_trace(path, "csv")
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_bytes(b'{"timestamp": 0, "input_length": 1, "output_length": 1}\n\xc3(\n')
+    with pytest.raises(ConfigError, match=r"not UTF-8 text: byte 56 \(0xc3\)"):
+        traces.read_trace(jsonl, "mooncake")
+
+
+def test_extra_fields_on_the_first_row_are_an_error_not_an_index(tmp_path):
+    path = write(tmp_path, "t.csv", CSV_HEADER + "0,10,2,9\n1,10,2\n")
+    with pytest.raises(ConfigError, match="t.csv, line 2: more fields than the header's 3"):
+        traces.read_trace(path, "csv")
+
+
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ('{"timestamp": 1, "input_length": ' + "9" * 5000 + ', "output_length": 1}', "line 2: Exceeds the limit"),
+        ("[" * 100_000 + "]" * 100_000, "line 2: nested too deeply"),
+        ('{"timestamp": 1, "input_length": 1e19, "output_length": 1}', "line 2: input_length = 1e\\+19"),
+        ('{"timestamp": 1e300, "input_length": 1, "output_length": 1}', "line 2: timestamp .* 1e\\+13 ms"),
+        ('{"timestamp": NaN, "input_length": 1, "output_length": 1}', "line 2: timestamp = nan"),
+        ('{"timestamp": 1, "input_length": true, "output_length": 1}', "line 2: input_length = True"),
+        ('{"timestamp": 1, "input_length": 1, "output_length": 1, "hash_ids": [100000000000000000000]}',
+         "line 2: hash_ids .* 64-bit integers"),
+    ],
+)
+def test_mooncake_numbers_are_bounded(tmp_path, line, match):
+    good = '{"timestamp": 0, "input_length": 10, "output_length": 1}\n'
+    if "hash_ids" in line:
+        good = '{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [0]}\n'
+    path = write(tmp_path, "m.jsonl", good + line + "\n")
+    with pytest.raises(ConfigError, match=match):
+        traces.read_trace(path, "mooncake")
+
+
+def test_length_file_values_are_bounded(tmp_path):
+    path = write(tmp_path, "l.csv", "num_prefill_tokens\n12\n1e19\n")
+    with pytest.raises(ConfigError, match="l.csv, line 3: num_prefill_tokens = '1e19'"):
+        traces.read_length_column(path, "num_prefill_tokens")

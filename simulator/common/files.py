@@ -13,20 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from simulator.common.errors import ConfigError
+from simulator.common.yaml_reader import read_yaml_file
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
-    """The mapping a user's YAML file holds; `what` ("scenario", "calibration") names it in errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    """The mapping a user's YAML file holds; `what` ("scenario", "calibration") names it in errors.
+    The file is read defensively (size, encoding, duplicate keys, nesting, aliases; see
+    simulator.common.yaml_reader)."""
+    data = read_yaml_file(path, what)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} must be a mapping of keys to values")
     return data

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 from simulator.common.errors import ConfigError
+from simulator.common.limits import MAX_KV_BLOCKS, MAX_KV_BLOCKS_PER_REPLICA
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.execution.calibration_file import REPO_ROOT, calibrated_model
 from simulator.execution.kernels.resolve import find_tables, kernel_model
-from simulator.scenario.schema import Scenario, pool_scenario
+from simulator.scenario.schema import Scenario, pool_scenario, resolve_model
 from simulator.scheduling import DeviceClass
 from simulator.scheduling.speculative import SpeculativeConfig
 from simulator.serving.deployment import Deployment, KVLink, Pool
-from simulator.spec import GiB, ModelSpec, get_model, memory, model_from_dict
+from simulator.spec import GiB, ModelSpec, get_model, memory
 
 
 def resolve_calibration_path(path: str, scenario: Scenario) -> Path:
@@ -95,10 +96,9 @@ def draft_model_spec(config: SpeculativeConfig | None) -> ModelSpec | None:
     try:
         if isinstance(config.draft_model, str):
             return get_model(config.draft_model)
-        data = dict(config.draft_model)
-        return model_from_dict(str(data.pop("name", "custom-draft")), data)
     except ConfigError as exc:
         raise ConfigError(f"scheduler.speculative.draft_model: {exc}") from None
+    return resolve_model(config.draft_model, "scheduler.speculative.draft_model", default_name="custom-draft")
 
 
 def draft_execution(scenario: Scenario) -> ExecutionModel | None:
@@ -159,6 +159,9 @@ def build_pool(
     dep, cfg = scenario.deployment, scenario.scheduler
     model, hw = scenario.model_spec(), scenario.hardware_spec()
     kv_bytes_per_token = memory.kv_bytes_per_token_per_gpu(model, dep.kv_dtype, dep.tensor_parallel)
+    num_blocks = kv_capacity_blocks(scenario) if num_blocks is None else num_blocks
+    num_host_blocks = int(cfg.swap_space_gb * GiB // (cfg.block_size * kv_bytes_per_token))
+    check_block_count(scenario, num_blocks, num_host_blocks if cfg.preemption_mode == "swap" else 0)
     return Pool(
         role=role,
         replicas=dep.replicas,
@@ -166,16 +169,31 @@ def build_pool(
         tensor_parallel=dep.tensor_parallel,
         scheduler=cfg,
         router=scenario.router,
-        num_blocks=kv_capacity_blocks(scenario) if num_blocks is None else num_blocks,
+        num_blocks=num_blocks,
         max_model_len=scenario.max_model_len() if max_model_len is None else max_model_len,
         execution=execution_model(scenario) if execution is None else execution,
         usd_per_hour=scenario.price_per_hour(),
         # every rank copies its own shard over its own host link
         swap_s_per_token=kv_bytes_per_token / hw.host_link_bandwidth,
-        num_host_blocks=int(cfg.swap_space_gb * GiB // (cfg.block_size * kv_bytes_per_token)),
+        num_host_blocks=num_host_blocks,
         draft=draft_execution(scenario),
         device=DeviceClass(hw.name, hw.memory_bytes / GiB, world_size=dep.tensor_parallel),
     )
+
+
+def check_block_count(scenario: Scenario, num_blocks: int, num_host_blocks: int) -> None:
+    """Every replica keeps a list of its free KV blocks: refuse more blocks than memory can list."""
+    most = scenario.deployment.replicas
+    if scenario.autoscaling is not None:
+        most = max(most, scenario.autoscaling.max_replicas)
+    per_replica = num_blocks + num_host_blocks
+    if per_replica > MAX_KV_BLOCKS_PER_REPLICA or per_replica * most > MAX_KV_BLOCKS:
+        raise ConfigError(
+            f"{most} replica(s) x {per_replica:,} KV blocks ({num_blocks:,} on the GPUs, {num_host_blocks:,} "
+            f"for swapping) is more than the simulator tracks ({MAX_KV_BLOCKS_PER_REPLICA:,} per replica, "
+            f"{MAX_KV_BLOCKS:,} in all); raise scheduler.block_size, or lower the hardware's memory_gib, "
+            "scheduler.swap_space_gb or the replicas"
+        )
 
 
 def kv_link(scenario: Scenario, prefill: Scenario) -> KVLink:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simulator import spec
 from simulator.common.errors import unknown_choice
+from simulator.common.limits import Bandwidth, LatencyUs, Price, Replicas, TensorParallel
 from simulator.scheduling import POLICIES
 from simulator.serving.routing import ROUTERS
 
@@ -33,23 +34,22 @@ ROLES = ("prefill", "decode")
 class PoolConfig(BaseModel):
     """One pool of identical replicas; unset keys take the scenario's value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    replicas: int = Field(1, gt=0)
-    hardware: str | dict[str, Any] | None = Field(None, description="catalog name or inline spec")
-    tensor_parallel: int | None = Field(None, gt=0)
+    replicas: Replicas = 1
+    hardware: str | dict[str, Any] | None = Field(
+        None, description="catalog name or inline spec (an inline one is checked by Scenario.check_specs)"
+    )
+    tensor_parallel: TensorParallel | None = None
     policy: str | None = Field(None, description="batching policy; default scheduler.policy")
     router: str | None = Field(None, description="router within the pool; default the scenario's")
-    price_per_gpu_hour: float | None = Field(None, ge=0, description="default: the pool hardware's")
+    price_per_gpu_hour: Price | None = Field(None, description="default: the pool hardware's")
 
     @field_validator("hardware")
     @classmethod
     def _known_hardware(cls, value):
         if isinstance(value, str):
             spec.get_hardware(value)  # ConfigError (a ValueError) names the known ones
-        elif isinstance(value, dict):
-            data = dict(value)
-            spec.hardware_from_dict(str(data.pop("name", "custom-gpu")), data)
         return value
 
     @field_validator("policy")
@@ -70,13 +70,13 @@ class PoolConfig(BaseModel):
 class DisaggregationConfig(BaseModel):
     """Prefill and decode on separate replicas, the KV cache sent between them per request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prefill: PoolConfig = PoolConfig()
     decode: PoolConfig = PoolConfig()
-    link_gbps: PositiveFloat | None = Field(
+    link_gbps: Bandwidth | None = Field(
         None, description="GB/s each prefill GPU sends KV at; default: prefill hardware's interconnect_gbps"
     )
-    link_latency_us: NonNegativeFloat | None = Field(
+    link_latency_us: LatencyUs | None = Field(
         None, description="fixed time per transfer; default: prefill hardware's interconnect_latency_us"
     )

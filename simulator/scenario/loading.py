@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from simulator.common.errors import ConfigError
 from simulator.common.files import read_yaml_mapping
 from simulator.common.schema_errors import format_validation_error
+from simulator.common.yaml_reader import parse_yaml
 from simulator.scenario.schema import Scenario
 
 
@@ -23,9 +23,7 @@ def parse_scenario(data: Any, source: str = "scenario", base_dir: Path | None = 
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, Scenario, source)) from None
     scenario.base_dir = base_dir
-    # Resolve catalog names now, so a typo fails before any work starts.
-    scenario.model_spec()
-    scenario.hardware_spec()
+    scenario.check_specs()
     return scenario
 
 
@@ -35,10 +33,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. deployment.replicas=4")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        value = parse_yaml(raw, f"--set {item[:80]!r}")
         parts = key.strip().split(".")
         node = data
         for depth, part in enumerate(parts):

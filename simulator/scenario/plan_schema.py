@@ -21,32 +21,40 @@ and use `prices` or the catalog.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simulator import spec
 from simulator.common.errors import ConfigError
+from simulator.common.limits import (
+    MAX_BATCH_SEQS,
+    MAX_GROWTH,
+    MAX_SEARCH_VALUES,
+    NumRequests,
+    PositivePrice,
+    Rate,
+    Replicas,
+    Seeds,
+    SloMs,
+    TensorParallel,
+    Tokens,
+)
 from simulator.metrics.objectives import check_slo_key
 
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 
 
+BatchSeqs = Annotated[int, Field(gt=0, le=MAX_BATCH_SEQS)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ReplicaRange(_Strict):
-    min: PositiveInt = 1
-    max: PositiveInt = 16
+    min: Replicas = 1
+    max: Replicas = 16
 
     @model_validator(mode="after")
     def _ordered(self) -> ReplicaRange:
@@ -58,12 +66,18 @@ class ReplicaRange(_Strict):
 class SearchSpace(_Strict):
     """Every combination of these is a candidate deployment."""
 
-    hardware: list[str] = Field(min_length=1, description="GPU types from the hardware catalog")
-    tensor_parallel: list[PositiveInt] = Field([1], min_length=1)
+    hardware: list[str] = Field(
+        min_length=1, max_length=MAX_SEARCH_VALUES, description="GPU types from the hardware catalog"
+    )
+    tensor_parallel: list[TensorParallel] = Field([1], min_length=1, max_length=MAX_SEARCH_VALUES)
     weight_dtype: list[Dtype] = Field(["fp16"], min_length=1)
     replicas: ReplicaRange = ReplicaRange()
-    max_num_seqs: list[PositiveInt] | None = Field(None, min_length=1, description="default: the scenario's")
-    chunk_size: list[PositiveInt] | None = Field(None, min_length=1, description="default: the scenario's")
+    max_num_seqs: list[BatchSeqs] | None = Field(
+        None, min_length=1, max_length=MAX_SEARCH_VALUES, description="default: the scenario's"
+    )
+    chunk_size: list[Tokens] | None = Field(
+        None, min_length=1, max_length=MAX_SEARCH_VALUES, description="default: the scenario's"
+    )
 
     @field_validator("hardware")
     @classmethod
@@ -96,8 +110,10 @@ class SearchSpace(_Strict):
 class PlanTarget(_Strict):
     """The load to plan for: an absolute mean rate, or the scenario's own load times a growth factor."""
 
-    rate: PositiveFloat | None = Field(None, description="mean requests/s (sets workload.arrival.rate)")
-    growth: PositiveFloat = Field(1.0, description="multiplies the scenario's load (a trace is replayed faster)")
+    rate: Rate | None = Field(None, description="mean requests/s (sets workload.arrival.rate)")
+    growth: float = Field(
+        1.0, gt=0, le=MAX_GROWTH, description="multiplies the scenario's load (a trace is replayed faster)"
+    )
 
     @model_validator(mode="after")
     def _one(self) -> PlanTarget:
@@ -107,19 +123,21 @@ class PlanTarget(_Strict):
 
 
 class PlanConfig(_Strict):
-    slo: dict[str, PositiveFloat] | None = Field(
+    slo: dict[str, SloMs] | None = Field(
         None, description="e.g. {p90_ttft_ms: 500, p90_tpot_ms: 50, attainment_pct: 95}; default: the classes' SLOs"
     )
     target: PlanTarget = PlanTarget()
     search: SearchSpace
-    seeds: PositiveInt = Field(3, description="every candidate is simulated with this many seeds")
+    seeds: Seeds = Field(3, description="every candidate is simulated with this many seeds")
     n_plus_one: bool = Field(False, description="SLOs must hold with one replica down (replicas - 1 simulated)")
     headroom_steps: int = Field(3, ge=0, le=10, description="bisection steps for the sustainable rate; 0 skips it")
-    screening_requests: PositiveInt | None = Field(
+    screening_requests: NumRequests | None = Field(
         None, description="search replicas on the first N requests, then verify finalists on the whole workload"
     )
-    finalists: PositiveInt = Field(3, description="cheapest screened candidates verified on the whole workload")
-    prices: dict[str, PositiveFloat] = Field(
+    finalists: int = Field(
+        3, gt=0, le=MAX_SEARCH_VALUES, description="cheapest screened candidates verified on the whole workload"
+    )
+    prices: dict[str, PositivePrice] = Field(
         default_factory=dict, description="USD per GPU-hour by hardware name; default: the catalog's"
     )
 

@@ -10,10 +10,19 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simulator import spec
-from simulator.common.errors import unknown_choice
+from simulator.common.errors import ConfigError, unknown_choice
+from simulator.common.limits import (
+    MAX_SEED,
+    MAX_STEP_OVERHEAD_S,
+    MemoryGB,
+    PositiveSeconds,
+    Price,
+    Replicas,
+    TensorParallel,
+)
 from simulator.metrics.objectives import SLOTarget
 from simulator.scenario.disaggregation_schema import DisaggregationConfig, PoolConfig
 from simulator.scenario.plan_schema import PlanConfig
@@ -29,19 +38,19 @@ Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DeploymentSettings(_Strict):
     """What runs where: replicas of one model, each on `tensor_parallel` GPUs."""
 
-    replicas: int = Field(1, gt=0)
-    tensor_parallel: int = Field(1, gt=0)
+    replicas: Replicas = 1
+    tensor_parallel: TensorParallel = 1
     weight_dtype: Dtype = "fp16"
     kv_dtype: Dtype = "fp16"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    activation_reserve_gb: float | None = Field(None, ge=0, description="default: estimated from the model")
-    price_per_gpu_hour: float | None = Field(None, ge=0, description="default: the hardware catalog's")
+    activation_reserve_gb: MemoryGB | None = Field(None, description="default: estimated from the model")
+    price_per_gpu_hour: Price | None = Field(None, description="default: the hardware catalog's")
 
 
 class EfficiencySettings(_Strict):
@@ -56,9 +65,9 @@ class EfficiencySettings(_Strict):
 class OverheadSettings(_Strict):
     """Host-side time per step, in seconds."""
 
-    constant_s: float | None = Field(None, ge=0)
-    per_sequence_s: float | None = Field(None, ge=0)
-    per_token_s: float | None = Field(None, ge=0)
+    constant_s: float | None = Field(None, ge=0, le=MAX_STEP_OVERHEAD_S)
+    per_sequence_s: float | None = Field(None, ge=0, le=MAX_STEP_OVERHEAD_S)
+    per_token_s: float | None = Field(None, ge=0, le=MAX_STEP_OVERHEAD_S)
 
 
 class RooflineSettings(_Strict):
@@ -119,7 +128,7 @@ class Execution(_Strict):
 
 
 class RunSettings(_Strict):
-    max_time_s: PositiveFloat | None = Field(
+    max_time_s: PositiveSeconds | None = Field(
         None, description="stop the simulated clock here; default: when every request has finished"
     )
     merge_decode_steps: bool = Field(True, description="merge identical decode steps (same results, faster)")
@@ -133,7 +142,7 @@ class Scenario(_Strict):
     name: str = Field("scenario", min_length=1, max_length=100,
                       description="names the results folder: letters, digits and . _ + -, no path")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     model: str | dict[str, Any] = Field(..., description="catalog name or an inline model spec")
     hardware: str | dict[str, Any] = Field(..., description="catalog name or an inline hardware spec")
     deployment: DeploymentSettings = DeploymentSettings()
@@ -197,16 +206,28 @@ class Scenario(_Strict):
 
     # --- resolved specs --------------------------------------------------------------------
     def model_spec(self) -> spec.ModelSpec:
-        if isinstance(self.model, str):
-            return spec.get_model(self.model)
-        data = dict(self.model)
-        return spec.model_from_dict(str(data.pop("name", "custom-model")), data)
+        return resolve_model(self.model, "model")
 
     def hardware_spec(self) -> spec.HardwareSpec:
-        if isinstance(self.hardware, str):
-            return spec.get_hardware(self.hardware)
-        data = dict(self.hardware)
-        return spec.hardware_from_dict(str(data.pop("name", "custom-gpu")), data)
+        return resolve_hardware(self.hardware, "hardware")
+
+    def check_specs(self) -> None:
+        """Resolve every catalog name and inline spec, so that a typo fails before any work starts;
+        errors name the spec's place in the scenario."""
+        self.model_spec()
+        self.hardware_spec()
+        if self.disaggregation is not None:
+            for role in ("prefill", "decode"):
+                pool = getattr(self.disaggregation, role)
+                if pool.hardware is not None:
+                    resolve_hardware(pool.hardware, f"disaggregation.{role}.hardware")
+        draft = self.scheduler.speculative
+        if draft is not None and draft.uses_draft_model:
+            where = "scheduler.speculative.draft_model"
+            try:
+                resolve_model(draft.draft_model, where, default_name="custom-draft")
+            except ConfigError as exc:  # an inline spec's errors carry their path already
+                raise ConfigError(str(exc) if isinstance(draft.draft_model, dict) else f"{where}: {exc}") from None
 
     def max_model_len(self) -> int:
         return self.scheduler.max_model_len or self.model_spec().max_context
@@ -223,6 +244,29 @@ class Scenario(_Strict):
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
+
+
+def resolve_model(value: str | dict, where: str, default_name: str = "custom-model") -> spec.ModelSpec:
+    """A catalog model by name, or an inline spec (a mapping with an optional `name`)."""
+    if isinstance(value, str):
+        return spec.get_model(value)
+    data = dict(value)
+    return spec.model_from_dict(_spec_name(data, where, default_name), data, where)
+
+
+def resolve_hardware(value: str | dict, where: str) -> spec.HardwareSpec:
+    """A catalog accelerator by name, or an inline spec (a mapping with an optional `name`)."""
+    if isinstance(value, str):
+        return spec.get_hardware(value)
+    data = dict(value)
+    return spec.hardware_from_dict(_spec_name(data, where, "custom-gpu"), data, where)
+
+
+def _spec_name(data: dict, where: str, default: str) -> str:
+    name = str(data.pop("name", default))
+    if not 0 < len(name) <= 200:
+        raise ConfigError(f"{where}.name: must be 1 to 200 characters long, got {name[:60]!r}")
+    return name
 
 
 def pool_scenario(scenario: Scenario, role: Literal["prefill", "decode"]) -> Scenario:

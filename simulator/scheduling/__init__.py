@@ -1,7 +1,7 @@
 """Batching policies and the KV block manager: plain Python, shared by simulator and engine."""
 
 from simulator.common.errors import ConfigError, unknown_choice
-from simulator.scheduling.base import Scheduler, Step
+from simulator.scheduling.base import Scheduler
 from simulator.scheduling.block_hash import token_block_hashes
 from simulator.scheduling.config import SchedulerConfig
 from simulator.scheduling.kv_blocks import BlockManager
@@ -14,6 +14,7 @@ from simulator.scheduling.sarathi import SarathiScheduler
 from simulator.scheduling.sequence import SeqStatus, Sequence
 from simulator.scheduling.speculative import SpeculativeConfig
 from simulator.scheduling.static import StaticBatchScheduler
+from simulator.scheduling.step import Step
 from simulator.scheduling.v1_prefix_cache import V1PrefixCache
 from simulator.scheduling.vllm import VLLMScheduler
 from simulator.scheduling.vllm_v1 import VLLMV1Scheduler

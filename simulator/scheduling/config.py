@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from simulator.common.limits import MAX_BATCH_SEQS, MAX_BLOCK_SIZE, MAX_MEMORY_GIB, MAX_TOKENS
 from simulator.scheduling.policy_defaults import policy_setting_errors
 from simulator.scheduling.speculative import SpeculativeConfig
 
@@ -17,36 +18,37 @@ POLICY_DEFAULT = "default: the policy's (simulator/scheduling/policy_defaults.py
 
 
 class SchedulerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     policy: str = Field("vllm", description="batching policy, a name from the policy registry")
-    max_num_seqs: int | None = Field(None, gt=0, description=f"most sequences in one step; {POLICY_DEFAULT}")
+    max_num_seqs: int | None = Field(None, gt=0, le=MAX_BATCH_SEQS, description=f"most sequences in one step; {POLICY_DEFAULT}")
     max_num_batched_tokens: int | None = Field(
         None,
         gt=0,
+        le=MAX_TOKENS,
         description="most new tokens in one step; default for vllm: vLLM V1's for the device, "
         "otherwise max(max_model_len, 2048)",
     )
-    block_size: int = Field(16, gt=0, description="tokens per KV-cache block")
+    block_size: int = Field(16, gt=0, le=MAX_BLOCK_SIZE, description="tokens per KV-cache block")
     watermark: float | None = Field(
         None, ge=0, lt=1, description=f"fraction of blocks admissions leave free; {POLICY_DEFAULT}"
     )
-    max_model_len: int | None = Field(None, gt=0, description="longest prompt + output; default the model's")
-    chunk_size: int = Field(512, gt=0, description="prefill token budget per step of sarathi (vllm uses "
+    max_model_len: int | None = Field(None, gt=0, le=MAX_TOKENS, description="longest prompt + output; default the model's")
+    chunk_size: int = Field(512, gt=0, le=MAX_TOKENS, description="prefill token budget per step of sarathi (vllm uses "
                             "max_num_batched_tokens)")  # fmt: skip
     preemption_mode: Literal["recompute", "swap"] = Field(
         "recompute",
         description="what a preempted sequence loses: its KV (recompute) or nothing, its blocks being "
         "copied to host memory and back (swap; recompute when the swap space is full; not with vllm)",
     )
-    swap_space_gb: float = Field(4.0, ge=0, description="host memory for swapped KV blocks, GiB per GPU")
+    swap_space_gb: float = Field(4.0, ge=0, le=MAX_MEMORY_GIB, description="host memory for swapped KV blocks, GiB per GPU")
     enable_prefix_caching: bool | None = Field(
         None, description=f"share the KV blocks of equal prompt prefixes; {POLICY_DEFAULT} (on for vllm)"
     )
     speculative: SpeculativeConfig | None = Field(None, description="speculative decoding; off by default")
     # vLLM V1 only (policy vllm); unset for every other policy.
     long_prefill_token_threshold: int | None = Field(
-        None, ge=0, description="vllm: most tokens one request computes in a step when others wait or "
+        None, ge=0, le=MAX_TOKENS, description="vllm: most tokens one request computes in a step when others wait or "
         "run (0: no cap, the default)",
     )  # fmt: skip
     scheduler_reserve_full_isl: bool | None = Field(

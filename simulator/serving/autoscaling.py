@@ -25,29 +25,29 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import simpy
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from simulator.common.limits import MAX_BATCH_SEQS, MAX_DURATION_S, MIN_AUTOSCALING_INTERVAL_S, Replicas
 
 
 class AutoscalingConfig(BaseModel):
     """The scenario's `autoscaling:` section."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     metric: Literal["outstanding", "waiting", "utilization"] = "outstanding"
-    target: PositiveFloat = Field(..., description="desired signal per replica (requests, or a fraction for utilization)")
-    interval_s: PositiveFloat = 30.0
-    cold_start_s: NonNegativeFloat = 120.0
-    min_replicas: PositiveInt = 1
-    max_replicas: PositiveInt = 8
-    scale_in_window_s: NonNegativeFloat = Field(300.0, description="as Kubernetes' downscale stabilisation")
+    target: float = Field(
+        ..., gt=0, le=MAX_BATCH_SEQS,
+        description="desired signal per replica (requests, or a fraction for utilization)",
+    )  # fmt: skip
+    # evaluations cost simulation time: one per interval over the whole run
+    interval_s: float = Field(30.0, ge=MIN_AUTOSCALING_INTERVAL_S, le=MAX_DURATION_S)
+    cold_start_s: float = Field(120.0, ge=0, le=MAX_DURATION_S)
+    min_replicas: Replicas = 1
+    max_replicas: Replicas = 8
+    scale_in_window_s: float = Field(
+        300.0, ge=0, le=MAX_DURATION_S, description="as Kubernetes' downscale stabilisation"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AutoscalingConfig:

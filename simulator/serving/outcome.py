@@ -57,6 +57,7 @@ def run_counts(served: Served, workload: Workload, started: float) -> dict:
         "clipped_prompts": workload.clipped_prompts,
         "clipped_outputs": workload.clipped_outputs,
         "rejected": rejected_counts(served.seqs),
+        **({"skipped_trace_rows": workload.skipped_trace_rows} if workload.skipped_trace_rows else {}),
         "simulated_time_s": served.end,
         "unfinished_at_end": sum(s.status is not SeqStatus.FINISHED for s in served.seqs),
         "wall_time_s": round(time.perf_counter() - started, 3),

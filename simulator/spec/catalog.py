@@ -1,5 +1,5 @@
-"""The shipped catalogs (data/models.yaml, data/hardware.yaml, each number with its source) and
-inline specs from scenarios, turned into ModelSpec and HardwareSpec."""
+"""The shipped catalogs (data/models.yaml, data/hardware.yaml, each number with its source), looked
+up by name; entries are validated as inline specs are (simulator.spec.inline)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import difflib
 from functools import cache
 from importlib import resources
 
-import yaml
-
 from simulator.common.errors import ConfigError
-from simulator.spec.dtypes import GB, GiB
+from simulator.common.yaml_reader import parse_yaml
 from simulator.spec.hardware import HardwareSpec
+from simulator.spec.inline import hardware_from_dict, model_from_dict
 from simulator.spec.model import ModelSpec
 
 
@@ -23,7 +22,7 @@ def _suggest(name: str, known) -> str:
 @cache
 def _load_catalog(filename: str) -> dict[str, dict]:
     text = resources.files("simulator.spec").joinpath("data").joinpath(filename).read_text()
-    return yaml.safe_load(text)
+    return parse_yaml(text, filename)  # the same reader as users' files: duplicate keys fail
 
 
 def model_names() -> list[str]:
@@ -34,38 +33,12 @@ def hardware_names() -> list[str]:
     return sorted(_load_catalog("hardware.yaml"))
 
 
-def model_from_dict(name: str, data: dict) -> ModelSpec:
-    try:
-        return ModelSpec(name=name, **data)
-    except TypeError as exc:
-        raise ConfigError(f"model {name!r}: {exc}") from None
-
-
-def hardware_from_dict(name: str, data: dict) -> HardwareSpec:
-    data = dict(data)
-    try:
-        return HardwareSpec(
-            name=name,
-            memory_bytes=data.pop("memory_gib") * GiB,
-            memory_bandwidth=data.pop("memory_bandwidth_gbps") * GB,
-            flops={k: v * 1e12 for k, v in data.pop("tflops").items()},
-            interconnect_bandwidth=data.pop("interconnect_gbps") * GB,
-            interconnect_latency=data.pop("interconnect_latency_us", 5.0) * 1e-6,
-            host_link_bandwidth=data.pop("host_link_gbps", 25.0) * GB,
-            price_per_hour=data.pop("price_per_hour", 0.0),
-            source=data.pop("source", ""),
-            extra=data,
-        )
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(f"hardware {name!r}: missing or bad field {exc}") from None
-
-
 def get_model(name: str) -> ModelSpec:
     catalog = _load_catalog("models.yaml")
     key = name.lower()
     if key not in catalog:
         raise ConfigError(f"unknown model {name!r}{_suggest(key, catalog)} (known: {', '.join(sorted(catalog))})")
-    return model_from_dict(key, catalog[key])
+    return model_from_dict(key, catalog[key], where=f"models.yaml:{key}")
 
 
 def get_hardware(name: str) -> HardwareSpec:
@@ -75,4 +48,4 @@ def get_hardware(name: str) -> HardwareSpec:
         raise ConfigError(
             f"unknown hardware {name!r}{_suggest(key, catalog)} (known: {', '.join(sorted(catalog))})"
         )
-    return hardware_from_dict(key, catalog[key])
+    return hardware_from_dict(key, catalog[key], where=f"hardware.yaml:{key}")

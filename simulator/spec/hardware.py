@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simulator.common.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class HardwareSpec:
@@ -25,6 +27,11 @@ class HardwareSpec:
         if compute_dtype in self.flops:
             return self.flops[compute_dtype]
         if compute_dtype in ("fp16", "bf16"):
+            if "fp16" not in self.flops and "bf16" not in self.flops:
+                raise ConfigError(
+                    f"hardware {self.name!r} gives no fp16 or bf16 rate (tflops: {', '.join(self.flops)}), "
+                    f"which {compute_dtype} steps need; add tflops.fp16"
+                )
             return self.flops.get("fp16") or self.flops["bf16"]
         # No native fp8/int8 units: such kernels run at 16-bit speed.
         return self.peak_flops("fp16")

@@ -10,31 +10,34 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.common.errors import ConfigError
+from simulator.common.limits import (
+    MAX_CV,
+    MAX_TIME_S,
+    MAX_TIME_SCALE,
+    MIN_CV,
+    MIN_TIME_SCALE,
+    NumRequests,
+    Rate,
+    Seconds,
+)
 from simulator.workload import traces
+from simulator.workload.arrival_count import check_arrival_count
 from simulator.workload.diurnal import DiurnalArrival
 from simulator.workload.paths import resolve_path
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PoissonArrival(_Strict):
     """Exponential inter-arrival gaps with mean 1/rate."""
 
     process: Literal["poisson"]
-    rate: PositiveFloat  # requests per second
+    rate: Rate
 
 
 class GammaArrival(_Strict):
@@ -44,15 +47,15 @@ class GammaArrival(_Strict):
     """
 
     process: Literal["gamma"]
-    rate: PositiveFloat
-    cv: PositiveFloat
+    rate: Rate
+    cv: float = Field(ge=MIN_CV, le=MAX_CV)
 
 
 class ConstantArrival(_Strict):
     """One request every 1/rate seconds."""
 
     process: Literal["constant"]
-    rate: PositiveFloat
+    rate: Rate
 
 
 class TraceArrival(_Strict):
@@ -60,16 +63,21 @@ class TraceArrival(_Strict):
 
     `start_s` and `limit` cut a window (seconds after the trace's first request, and at most that
     many requests); the window is then shifted to start at 0 and stretched: by `time_scale`, or,
-    with `rate`, so that its mean rate (requests - 1 over its span) is `rate`.
+    with `rate`, so that its mean rate (requests - 1 over its span) is `rate`. A BurstGPT trace
+    may be cut to some of its `models` (ChatGPT, GPT-4) and `log_types` (Conversation log, API log).
     """
 
     process: Literal["trace"]
     path: str
-    format: Literal["azure", "mooncake", "csv"]
-    time_scale: PositiveFloat = 1.0
-    rate: PositiveFloat | None = None
-    start_s: NonNegativeFloat = 0.0
-    limit: PositiveInt | None = None
+    format: Literal[traces.TRACE_FORMATS]
+    time_scale: float = Field(1.0, ge=MIN_TIME_SCALE, le=MAX_TIME_SCALE)
+    rate: Rate | None = None
+    start_s: Seconds = 0.0
+    limit: NumRequests | None = None
+    models: list[str] | None = Field(None, min_length=1, description="BurstGPT: keep these models' rows")
+    log_types: list[str] | None = Field(
+        None, min_length=1, description="BurstGPT: keep these log types' rows"
+    )
 
     @model_validator(mode="after")
     def _one_rescaling(self) -> TraceArrival:
@@ -77,6 +85,10 @@ class TraceArrival(_Strict):
             raise ValueError(
                 f"give either rate ({self.rate}) or time_scale ({self.time_scale}), not both: "
                 "each one sets the trace's speed"
+            )
+        if self.format != "burstgpt" and (self.models or self.log_types):
+            raise ValueError(
+                f"models and log_types select rows of a burstgpt trace, not of format {self.format!r}"
             )
         return self
 
@@ -96,6 +108,7 @@ def synthetic_arrivals(
 ) -> np.ndarray:
     """Arrival times from 0: unit-mean gaps divided by the rate, drawn in chunks until a limit."""
     rate = process.rate
+    check_arrival_count(rate, duration_s, num_requests)
 
     def unit_gaps(size: int) -> np.ndarray:  # inter-arrival gaps with mean 1
         if isinstance(process, ConstantArrival):
@@ -130,7 +143,12 @@ def limit(times: np.ndarray, *, duration_s: float | None, num_requests: int | No
 
 def trace_window(spec: TraceArrival, base_dir: Path | None) -> traces.Trace:
     """The trace cut to its window and rescaled; lengths and hashes are sliced alongside."""
-    full = traces.read_trace(resolve_path(spec.path, base_dir, "workload.arrival.path"), spec.format)
+    full = traces.read_trace(
+        resolve_path(spec.path, base_dir, "workload.arrival.path"),
+        spec.format,
+        models=spec.models,
+        log_types=spec.log_types,
+    )
     first = int(np.searchsorted(full.arrival, spec.start_s, side="left"))
     last = full.arrival.size if spec.limit is None else min(full.arrival.size, first + spec.limit)
     if first >= last:
@@ -149,6 +167,11 @@ def trace_window(spec: TraceArrival, base_dir: Path | None) -> traces.Trace:
         arrival = arrival * ((arrival.size - 1) / span / spec.rate)
     else:
         arrival = arrival * spec.time_scale
+    if not arrival[-1] <= MAX_TIME_S:  # also catches inf from a window of nearly no span
+        raise ConfigError(
+            f"workload.arrival: the rescaled trace window spans {arrival[-1]:.3g} s, more than "
+            f"{MAX_TIME_S:.3g} s (10 years); lower time_scale or raise rate"
+        )
     return traces.Trace(
         arrival,
         full.prompt_tokens[first:last],
@@ -156,4 +179,5 @@ def trace_window(spec: TraceArrival, base_dir: Path | None) -> traces.Trace:
         full.block_hashes[first:last] if full.block_hashes is not None else None,
         full.hash_block_tokens,
         full.source,
+        full.skipped_rows,
     )

@@ -5,34 +5,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulator.common.errors import ConfigError
+from simulator.common.limits import MAX_CLASSES, MAX_PRIORITY, MAX_WEIGHT, Duration, NumRequests
 from simulator.metrics.slo import SLO
-from simulator.workload.arrivals import Arrival, TraceArrival
+from simulator.workload.arrival_count import too_many_arrivals
+from simulator.workload.arrivals import Arrival, DiurnalArrival, TraceArrival
+from simulator.workload.diurnal import mean_rate
 from simulator.workload.lengths import LengthDist
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RequestClass(_Strict):
     """One kind of request: its share of arrivals, its lengths, its priority and its SLOs."""
 
-    name: str = Field(min_length=1)
-    weight: PositiveFloat = 1.0  # relative share of arrivals
+    name: str = Field(min_length=1, max_length=200)
+    weight: float = Field(1.0, gt=0, le=MAX_WEIGHT, description="relative share of arrivals")
     prompt_tokens: LengthDist | None = None  # None: take the trace's lengths
     output_tokens: LengthDist | None = None
-    priority: int = 0  # lower is served first by priority policies
+    priority: int = Field(
+        0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="lower is served first by priority policies"
+    )
     slo: SLO = SLO()
 
 
@@ -44,9 +41,11 @@ class WorkloadConfig(_Strict):
     """
 
     arrival: Arrival
-    classes: list[RequestClass] = Field(default_factory=lambda: [RequestClass(name="default")], min_length=1)
-    duration_s: PositiveFloat | None = None
-    num_requests: PositiveInt | None = None
+    classes: list[RequestClass] = Field(
+        default_factory=lambda: [RequestClass(name="default")], min_length=1, max_length=MAX_CLASSES
+    )
+    duration_s: Duration | None = None
+    num_requests: NumRequests | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> WorkloadConfig:
@@ -61,6 +60,10 @@ class WorkloadConfig(_Strict):
                 f"arrival process {self.arrival.process!r} needs duration_s and/or num_requests "
                 "(only a trace ends by itself)"
             )
+        rate = mean_rate(self.arrival) if isinstance(self.arrival, DiurnalArrival) else self.arrival.rate
+        problem = None if rate is None else too_many_arrivals(rate, self.duration_s, self.num_requests)
+        if problem:  # a trace profile's own rate is known, and checked, once its file is read
+            raise ValueError(problem)
         for i, cls in enumerate(self.classes):
             for name in ("prompt_tokens", "output_tokens"):
                 if getattr(cls, name) is None:

@@ -25,13 +25,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from simulator.common.errors import ConfigError
+from simulator.common.limits import MAX_PROFILE_SLOTS, MAX_RATE, MAX_THINNING_DRAWS, MAX_TIME_S, Rate
 from simulator.workload import traces
+from simulator.workload.arrival_count import check_arrival_count
+
+SlotRate = Annotated[float, Field(ge=0, le=MAX_RATE, description="requests per second")]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SineProfile(_Strict):
@@ -42,7 +47,9 @@ class SineProfile(_Strict):
 
 class TableProfile(_Strict):
     kind: Literal["table"]
-    rates: list[float] = Field(min_length=1, description="requests/s in equal slots over the period")
+    rates: list[SlotRate] = Field(
+        min_length=1, max_length=MAX_PROFILE_SLOTS, description="requests/s in equal slots over the period"
+    )
 
     @model_validator(mode="after")
     def _usable(self) -> TableProfile:
@@ -54,8 +61,8 @@ class TableProfile(_Strict):
 class TraceProfile(_Strict):
     kind: Literal["trace"]
     path: str
-    format: Literal["azure", "mooncake", "csv"]
-    bins: PositiveInt = 24
+    format: Literal[traces.TRACE_FORMATS]
+    bins: int = Field(24, gt=0, le=MAX_PROFILE_SLOTS)
 
 
 Profile = Annotated[SineProfile | TableProfile | TraceProfile, Field(discriminator="kind")]
@@ -66,14 +73,23 @@ class DiurnalArrival(_Strict):
 
     process: Literal["diurnal"]
     profile: Profile
-    rate: PositiveFloat | None = Field(None, description="mean requests/s; required for a sine profile")
-    period_s: PositiveFloat = 86400.0
+    rate: Rate | None = Field(None, description="mean requests/s; required for a sine profile")
+    period_s: float = Field(86400.0, gt=0, le=MAX_TIME_S)
 
     @model_validator(mode="after")
     def _needs_rate(self) -> DiurnalArrival:
         if self.rate is None and isinstance(self.profile, SineProfile):
             raise ValueError("a sine profile needs rate (the mean requests/s)")
         return self
+
+
+def mean_rate(spec: DiurnalArrival) -> float | None:
+    """Mean requests/s over a period, where known without reading a file."""
+    if spec.rate is not None:
+        return spec.rate
+    if isinstance(spec.profile, TableProfile):
+        return float(np.mean(spec.profile.rates))
+    return None
 
 
 def slot_rates(spec: DiurnalArrival, resolve: Callable[[str], Path]) -> np.ndarray | None:
@@ -106,6 +122,22 @@ def peak_rate(spec: DiurnalArrival, slots: np.ndarray | None) -> float:
     return float(spec.rate * (1 + spec.profile.amplitude)) if slots is None else float(slots.max())
 
 
+_MAX_CHUNK = 1 << 24  # most candidates drawn at once (128 MB per array)
+
+
+def _check_draws(peak: float, mean: float, horizon: float | None, count: int | None) -> None:
+    """Refuse, before drawing, a profile that would need too many requests or thinning candidates."""
+    check_arrival_count(mean, horizon, count)
+    span = horizon if count is None else min(horizon or np.inf, count / mean)  # expected seconds drawn
+    candidates = peak * span
+    if candidates > MAX_THINNING_DRAWS:
+        raise ConfigError(
+            f"workload.arrival.profile: its peak rate is {peak / mean:.3g} times its mean, so drawing the "
+            f"arrivals takes about {candidates:.3g} candidates, more than {MAX_THINNING_DRAWS:,}; "
+            "flatten the profile or shorten duration_s"
+        )
+
+
 def arrivals(
     spec: DiurnalArrival,
     gaps_rng: np.random.Generator,
@@ -118,7 +150,9 @@ def arrivals(
     """Arrival times from 0 until `horizon` seconds or `count` arrivals (one of them is required)."""
     peak = peak_rate(spec, slots)
     mean = float(spec.rate if slots is None else slots.mean())
+    _check_draws(peak, mean, horizon, count)
     chunk = int((peak * horizon) * 1.1 + 64) if horizon is not None else int(count * peak / mean * 1.2 + 64)
+    chunk = min(chunk, _MAX_CHUNK)  # bounds memory; the streams are still read in order
     kept: list[np.ndarray] = []
     last, total = 0.0, 0
     while (horizon is None or last < horizon) and (count is None or total < count):

@@ -62,6 +62,7 @@ class Workload:
     clipped_prompts: int = 0  # prompts shortened to fit the context
     clipped_outputs: int = 0  # outputs shortened to fit the context
     hash_block_tokens: int | None = None  # tokens per block hash id, when requests carry them
+    skipped_trace_rows: int = 0  # rows of the trace left out as failed requests (BurstGPT)
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -162,6 +163,7 @@ def generate(
         clipped_prompts=clipped_prompts,
         clipped_outputs=clipped_outputs,
         hash_block_tokens=hash_tokens if any(h is not None for h in hashes) else None,
+        skipped_trace_rows=trace.skipped_rows if trace else 0,
     )
 
 

@@ -1,6 +1,7 @@
 """Length distributions of prompts and outputs: constant, uniform, normal, lognormal, empirical.
 
-Each `draw` returns int64 tokens >= 1; continuous draws are rounded to the nearest token.
+Each `draw` returns int64 tokens in [1, MAX_TOKENS]; continuous draws are rounded to the nearest
+token (and a tail beyond MAX_TOKENS cut there; the context clips such requests anyway).
 """
 
 from __future__ import annotations
@@ -9,16 +10,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from simulator.common.limits import MAX_TOKENS, TokenMean, Tokens, TokenSpread
 from simulator.workload import traces
 from simulator.workload.paths import resolve_path
 
@@ -27,12 +21,12 @@ LENGTH_COLUMN_ALIASES = {"prompt": "num_prefill_tokens", "output": "num_decode_t
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ConstantLength(_Strict):
     dist: Literal["constant"]
-    value: PositiveInt
+    value: Tokens
 
     def draw(self, rng: np.random.Generator, n: int, base_dir: Path | None, field: str) -> np.ndarray:
         return np.full(n, self.value, dtype=np.int64)
@@ -42,8 +36,8 @@ class UniformLength(_Strict):
     """Whole numbers from low to high, both included, equally likely."""
 
     dist: Literal["uniform"]
-    low: PositiveInt
-    high: PositiveInt
+    low: Tokens
+    high: Tokens
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformLength:
@@ -59,8 +53,8 @@ class NormalLength(_Strict):
     """Normal, rounded, and raised to 1 where it falls below (which lifts the mean if std ~ mean)."""
 
     dist: Literal["normal"]
-    mean: PositiveFloat
-    std: NonNegativeFloat
+    mean: TokenMean
+    std: TokenSpread
 
     def draw(self, rng: np.random.Generator, n: int, base_dir: Path | None, field: str) -> np.ndarray:
         return _tokens(self.mean + self.std * rng.standard_normal(n))
@@ -73,8 +67,8 @@ class LognormalLength(_Strict):
     """
 
     dist: Literal["lognormal"]
-    mean: PositiveFloat
-    std: PositiveFloat
+    mean: float = Field(ge=1, le=MAX_TOKENS)  # at least a token, so std / mean stays finite when squared
+    std: float = Field(gt=0, le=MAX_TOKENS)
 
     def draw(self, rng: np.random.Generator, n: int, base_dir: Path | None, field: str) -> np.ndarray:
         sigma2 = np.log1p((self.std / self.mean) ** 2)
@@ -115,4 +109,4 @@ LengthDist = Annotated[
 
 
 def _tokens(x: np.ndarray) -> np.ndarray:
-    return np.maximum(np.rint(x), 1).astype(np.int64)
+    return np.clip(np.rint(x), 1, MAX_TOKENS).astype(np.int64)
