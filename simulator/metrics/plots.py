@@ -132,7 +132,19 @@ def _as_steps(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, boo
     return (edges[:-1] + edges[1:]) / 2, bin_means(t, v, edges), False
 
 
-def _queue_kv(requests_df: pd.DataFrame, timeseries_df: pd.DataFrame | None, path: Path) -> Path:
+def _shade_unmeasured(ax: Axes, window: tuple[float, float] | None) -> None:
+    """Grey out the warm-up and cool-down around a measurement window."""
+    if window is None:
+        return
+    lo, hi = ax.get_xlim()
+    ax.axvspan(lo, window[0], color="0.85", alpha=0.5, zorder=0, label="warm-up (not measured)")
+    if hi > window[1]:
+        ax.axvspan(window[1], hi, color="0.92", alpha=0.5, zorder=0, label="cool-down (not measured)")
+    ax.set_xlim(lo, hi)
+
+
+def _queue_kv(requests_df: pd.DataFrame, timeseries_df: pd.DataFrame | None, path: Path,
+              window: tuple[float, float] | None = None) -> Path:
     fig = Figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
     has_ts = timeseries_df is not None and not timeseries_df.empty and "waiting" in timeseries_df
@@ -149,25 +161,30 @@ def _queue_kv(requests_df: pd.DataFrame, timeseries_df: pd.DataFrame | None, pat
             t, v, steps = _as_steps(*sum_over_replicas(timeseries_df, "running"))
             ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="tab:green",
                     label="running requests", alpha=0.7)
+        _shade_unmeasured(ax, window)
     else:
         _empty(ax, "no queue data")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("requests (all replicas)")
     handles, labels = ax.get_legend_handles_labels()
+    title = "Queue and KV cache over time"
     if has_ts and "kv_usage" in timeseries_df:
         kv_ax = ax.twinx()
         replicas = timeseries_df["replica"].nunique(dropna=False) if "replica" in timeseries_df else 1
         t, v = sum_over_replicas(timeseries_df, "kv_usage")
         t, v, steps = _as_steps(t, v / max(replicas, 1) * 100)
-        kv_ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="tab:orange",
+        kv_ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="#E69F00",
                    label="KV cache used (mean over replicas)")
         kv_ax.set_ylabel("KV cache used (%)")
-        kv_ax.set_ylim(0, 105)
+        peak = float(np.nanmax(v)) if v.size else 0.0
+        kv_ax.set_ylim(0, min(105.0, max(5.0, peak * 1.25)))  # low usage stays readable
         kv_handles, kv_labels = kv_ax.get_legend_handles_labels()
         handles, labels = handles + kv_handles, labels + kv_labels
+    else:
+        title = "Queue over time (no KV cache series: the server reported none)"
     if handles:
         ax.legend(handles, labels, loc="upper left", fontsize=8)
-    ax.set_title("Queue and KV cache over time")
+    ax.set_title(title)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -221,11 +238,13 @@ def plot_results(
     out_dir: str | os.PathLike[str],
     *,
     slos: dict[str, SLO] | None = None,
+    window: tuple[float, float] | None = None,
 ) -> list[Path]:
     """Write ttft_cdf.png, e2e_cdf.png, tpot_hist.png, queue_kv.png and throughput.png into
     `out_dir` and return their paths. Latency plots cover completed requests (one line per class
     when there are several, SLO limits dashed). Without a timeseries, the queue plot shows the
-    requests waiting for their first token. Empty inputs give plots that say so."""
+    requests waiting for their first token; `window` greys out the unmeasured warm-up and
+    cool-down there. Empty inputs give plots that say so."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = _completed(requests_df)
@@ -233,7 +252,7 @@ def plot_results(
         _metric_cdf(done, "ttft", out / "ttft_cdf.png", slos, "Time to first token"),
         _metric_cdf(done, "e2e", out / "e2e_cdf.png", slos, "End-to-end latency"),
         _tpot_hist(done, out / "tpot_hist.png"),
-        _queue_kv(requests_df, timeseries_df, out / "queue_kv.png"),
+        _queue_kv(requests_df, timeseries_df, out / "queue_kv.png", window),
         _throughput(done, out / "throughput.png"),
     ]
 

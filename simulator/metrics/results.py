@@ -26,17 +26,32 @@ class Results:
     slos: dict
     description: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # provenance: what produced these numbers
+    window: tuple[float, float] | None = None  # arrivals measured, [start, end) s; None: all of them
     _requests: pd.DataFrame | None = None
 
     @property
     def requests(self) -> pd.DataFrame:
-        """One row per request (seconds)."""
+        """One row per request (seconds); with a measurement window, `measured` says which
+        requests the summary covers."""
         if self._requests is None:
-            self._requests = requests_frame(self.records, self.slos)
+            frame = requests_frame(self.records, self.slos)
+            if self.window is not None:
+                frame["measured"] = (frame["arrival"] >= self.window[0]) & (frame["arrival"] < self.window[1])
+            self._requests = frame
         return self._requests
 
+    @property
+    def measured_requests(self) -> pd.DataFrame:
+        """The requests the summary covers."""
+        frame = self.requests
+        return frame[frame["measured"]] if "measured" in frame else frame
+
+    def reset_requests(self) -> None:
+        self._requests = None
+
     def plot(self, out_dir: str | Path) -> list[Path]:
-        return plot_results(self.requests, self.timeseries, Path(out_dir), slos=self.slos)
+        return plot_results(self.measured_requests, self.timeseries, Path(out_dir), slos=self.slos,
+                            window=self.window)
 
     def save(self, out_dir: str | Path, *, force: bool = False) -> Path:
         """Write summary.json, requests.csv, timeseries.csv, run_log.json and plots/ to `out_dir`.

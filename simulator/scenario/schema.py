@@ -17,6 +17,7 @@ from simulator.common.errors import unknown_choice
 from simulator.metrics.objectives import SLOTarget
 from simulator.scenario.disaggregation_schema import DisaggregationConfig, PoolConfig
 from simulator.scenario.plan_schema import PlanConfig
+from simulator.scenario.window import MeasurementWindow
 from simulator.scheduling import POLICIES, SchedulerConfig
 from simulator.serving.autoscaling import AutoscalingConfig
 from simulator.serving.routing import ROUTERS
@@ -126,6 +127,10 @@ class RunSettings(_Strict):
     strict: bool = Field(
         False, description="a request clipped to the context or rejected (larger than the KV cache) is an error, "
         "not a changed or dropped request counted in the summary"
+    )
+    window: MeasurementWindow | None = Field(
+        None, description="measure a steady state by simulated time: warm-up, window, cool-down "
+        "(simulator/scenario/window.py); plan and sweep use one ({} = defaults) unless given"
     )
 
 
