@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from simulator.common.files import write_bytes_atomic
+from simulator.metrics.palette import SLO as SLO_COLOUR
+from simulator.metrics.palette import colour_of
 from simulator.metrics.records import STATUS_OK
 from simulator.metrics.saturation import bin_means, sum_over_replicas, waiting_from_records
 from simulator.metrics.slo import SLO
@@ -77,8 +79,8 @@ def _metric_cdf(
     for name, slo in (slos or {}).items() if field else ():
         limit_ms = getattr(slo, field)
         if limit_ms is not None and drawn:
-            ax.axvline(limit_ms * factor / 1000, linestyle="--", color="tab:red", linewidth=1)
-            ax.annotate(f"SLO {name}", (limit_ms * factor / 1000, 0.02), rotation=90, color="tab:red",
+            ax.axvline(limit_ms * factor / 1000, linestyle="--", color=SLO_COLOUR, linewidth=1)
+            ax.annotate(f"SLO {name}", (limit_ms * factor / 1000, 0.02), rotation=90, color=SLO_COLOUR,
                         fontsize=8, ha="right", va="bottom")
     if drawn:
         ax.legend(loc="lower right", fontsize=8)
@@ -111,7 +113,7 @@ def _tpot_hist(done: pd.DataFrame, path: Path) -> Path:
     tpot_ms = tpot_ms[~np.isnan(tpot_ms)]
     if tpot_ms.size:
         bins = histogram_edges(tpot_ms, min(60, max(10, tpot_ms.size // 20)))
-        ax.hist(tpot_ms, bins=bins, color="tab:blue", alpha=0.8)
+        ax.hist(tpot_ms, bins=bins, color="#0072B2", alpha=0.8)
         ax.axvline(np.median(tpot_ms), color="black", linestyle="--", linewidth=1,
                    label=f"p50 {np.median(tpot_ms):.1f} ms")
         ax.legend(fontsize=8)
@@ -156,10 +158,10 @@ def _queue_kv(requests_df: pd.DataFrame, timeseries_df: pd.DataFrame | None, pat
         source, label = None, ""
     if source is not None and not source.empty:
         t, v, steps = _as_steps(*sum_over_replicas(source, "waiting"))
-        ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="tab:blue", label=label)
+        ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="#0072B2", label=label)
         if has_ts and "running" in timeseries_df:
             t, v, steps = _as_steps(*sum_over_replicas(timeseries_df, "running"))
-            ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="tab:green",
+            ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="#009E73",
                     label="running requests", alpha=0.7)
         _shade_unmeasured(ax, window)
     else:
@@ -218,7 +220,7 @@ def _throughput(done: pd.DataFrame, path: Path, bins: int = 100) -> Path:
             end = start + 1.0
         edges = np.linspace(start, end, bins + 1)
         rate = output_token_rate(done, edges)
-        ax.stairs(rate, edges, fill=True, alpha=0.6, color="tab:purple")
+        ax.stairs(rate, edges, fill=True, alpha=0.6, color="#CC79A7")
         overall = done["output_tokens"].sum() / (end - start)
         ax.axhline(overall, color="black", linestyle="--", linewidth=1, label=f"mean {overall:,.0f} tok/s")
         ax.legend(fontsize=8)
@@ -263,18 +265,29 @@ def overlay_cdfs(
     out_path: str | os.PathLike[str],
     *,
     title: str | None = None,
+    colours: dict[str, str] | None = None,
+    slo_ms: float | None = None,
 ) -> Path:
     """One CDF of `metric` (a requests-table column: ttft, tpot, e2e, itl_mean, itl_max) per run,
-    on shared axes: simulated vs measured, or one line per policy. Completed requests only."""
+    on shared axes: simulated vs measured, or one line per policy. Completed requests only. Each
+    run keeps its colour (`colours`, else a fixed one per name; Okabe-Ito) and gets its own dash,
+    so lines lying on top of each other stay visible; `slo_ms` draws the limit."""
     if metric not in METRIC_UNITS:
         raise ValueError(f"metric {metric!r} is not one of {sorted(METRIC_UNITS)}")
     label, factor, unit = METRIC_UNITS[metric]
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     drawn = False
-    for name, frame in frames.items():
+    dashes = ["-", "--", "-.", ":"]
+    for i, (name, frame) in enumerate(frames.items()):
         done = _completed(frame)
-        drawn |= _cdf(ax, done[metric].to_numpy(float) * factor, name)
+        colour = (colours or {}).get(name) or colour_of(name)
+        drawn |= _cdf(ax, done[metric].to_numpy(float) * factor, name, color=colour,
+                      linestyle=dashes[i % len(dashes)], linewidth=1.6 if i == 0 else 1.3)
+    if slo_ms is not None and drawn:
+        ax.axvline(slo_ms * factor / 1000, linestyle="--", color=SLO_COLOUR, linewidth=1)
+        ax.annotate(f"SLO {slo_ms * factor / 1000:g} {unit}", (slo_ms * factor / 1000, 0.02), rotation=90,
+                    color=SLO_COLOUR, fontsize=8, ha="right", va="bottom")
     if drawn:
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3)

@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, field_validator
 
 from simulator import spec
-from simulator.common.errors import unknown_choice
-from simulator.scheduling import POLICIES
+from simulator.common.errors import ConfigError, unknown_choice
+from simulator.scheduling import find_policy
 from simulator.serving.routing import ROUTERS
 
 ROLES = ("prefill", "decode")
@@ -55,8 +55,11 @@ class PoolConfig(BaseModel):
     @field_validator("policy")
     @classmethod
     def _known_policy(cls, value):
-        if value is not None and value not in POLICIES:
-            raise ValueError(unknown_choice("policy", value, POLICIES))
+        if value is not None:
+            try:
+                find_policy(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("router")

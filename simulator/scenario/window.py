@@ -132,6 +132,6 @@ def windowed(scenario, window: Window):
     """The scenario with arrivals for the whole window and a clock cap that ends runaway runs."""
     workload = scenario.workload.model_copy(update={"duration_s": window.arrivals_s, "num_requests": None})
     # a saturated run would otherwise drain its backlog for hours; its verdict is already known
-    cap = scenario.run.max_time_s or window.arrivals_s + max(300.0, window.measure_s)
+    cap = scenario.run.max_time_s or window.end + max(120.0, window.cooldown_s + 60.0, window.measure_s / 2)
     run = scenario.run.model_copy(update={"max_time_s": cap})
     return scenario.model_copy(update={"workload": workload, "run": run})

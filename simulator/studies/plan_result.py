@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from simulator.common.files import result_files
+from simulator.metrics.tables import write_table
 from simulator.studies import capacity_plots
-from simulator.studies.tables import write_table
 from simulator.studies.trials import step_models
 
 HOURS_PER_MONTH = 730.0  # 8,760 hours a year / 12

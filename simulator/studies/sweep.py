@@ -24,12 +24,12 @@ import pandas as pd
 
 from simulator.common.errors import ConfigError
 from simulator.common.files import result_files
+from simulator.metrics.tables import write_table
 from simulator.scenario import Scenario, parse_scenario, read_scenario_data
 from simulator.studies import capacity_plots
 from simulator.studies.parallel import run_tasks
 from simulator.studies.plan_search import seed_interval
 from simulator.studies.search_space import Axis, grid, parse_axes, set_path
-from simulator.studies.tables import write_table
 from simulator.studies.trials import (
     DETERMINISTIC_NOTE,
     LATENCY_COLUMNS,
