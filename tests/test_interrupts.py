@@ -1,6 +1,5 @@
 """Ctrl-C on a plan or sweep with worker processes stops it: no worker left, no result folder."""
 
-import os
 import signal
 import subprocess
 import sys

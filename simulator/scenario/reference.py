@@ -12,7 +12,7 @@ from simulator.scenario.schema import Scenario
 
 HEADER = """# Scenario reference
 
-Generated from the schema by `llmsim schema --markdown` (do not edit by hand; `tests/test_reference.py`
+Generated from the schema by `llmsim schema --markdown` (do not edit by hand; `tests/test_scripting.py`
 fails when this file is stale). Editors can validate scenarios against the JSON Schema:
 `.venv/bin/llmsim schema > scenario.schema.json` (VS Code: the YAML extension's `yaml.schemas`).
 Every section rejects unknown keys; the error names the field, the value given and what is allowed.

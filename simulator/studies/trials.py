@@ -99,6 +99,10 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
             value = getattr(s.latency[metric], f"p{p}")
             row[f"{metric}_p{p}_ms"] = None if value is None else value * 1000
     row.update(_measurement(results.info))
+    met, misses = verdict.met, verdict.misses()
+    if met and "window" in results.info and not row["steady"]:
+        # a window that never showed a steady state cannot vouch for its percentiles
+        met, misses = False, [f"not steady: {row['steady_reason']}"]
     total_tokens = s.prompt_tokens + s.output_tokens
     output_cost = per_hour * s.duration / 3600 / s.output_tokens * 1e6 if s.output_tokens else None
     row.update(
@@ -108,8 +112,8 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
             "goodput_rps": s.goodput,
             "attainment_pct": None if s.slo_attainment is None else s.slo_attainment * 100,
             "saturated": s.saturated,
-            "slo_met": verdict.met,
-            "misses": verdict.misses(),
+            "slo_met": met,
+            "misses": misses,
             "checks": verdict.to_dict()["checks"],
             "usd_per_hour": per_hour,
             "usd_per_1m_output_tokens": output_cost,
