@@ -42,7 +42,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def vllm_vs_static():
-    return compare(parse_scenario(TINY), [policy_variant("vllm"), policy_variant("static")], replications=3)
+    return compare(parse_scenario(TINY), [policy_variant("vllm"), policy_variant("static")], replications=5)
 
 
 def test_every_variant_serves_the_same_requests_in_a_replication(vllm_vs_static):
@@ -51,9 +51,9 @@ def test_every_variant_serves_the_same_requests_in_a_replication(vllm_vs_static)
     a, b = c.requests["vllm"], c.requests["static"]
     pd.testing.assert_frame_equal(a[["id", "arrival", "prompt_tokens"]], b[["id", "arrival", "prompt_tokens"]])
     # ...and replications differ from each other (one seed each)
-    assert c.runs.groupby("variant")["workload"].nunique().eq(3).all()
-    assert c.seeds == [0, 1, 2]
-    assert list(c.runs.seed) == [0, 0, 1, 1, 2, 2]
+    assert c.runs.groupby("variant")["workload"].nunique().eq(5).all()
+    assert c.seeds == [0, 1, 2, 3, 4]
+    assert list(c.runs.seed) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def test_table_holds_means_and_paired_differences(vllm_vs_static):
@@ -65,28 +65,57 @@ def test_table_holds_means_and_paired_differences(vllm_vs_static):
     row = t.loc[("static", "ttft_p90_ms")]
     assert row["mean"] == pytest.approx(other.mean())
     assert row["diff"] == pytest.approx((other - base).mean())
-    assert row["rel_diff_pct"] == pytest.approx(100 * (other - base).mean() / base.mean())
+    assert row["rel_diff_pct"] == pytest.approx(100 * (other.mean() / base.mean() - 1))
+    assert row["rel_ci_low_pct"] < row["rel_diff_pct"] < row["rel_ci_high_pct"]
     # static batching makes new requests wait for the whole batch: much worse TTFT
     assert row["significant"] and row["verdict"] == "worse" and row["ci_low"] > 0
     assert t.loc[("vllm", "ttft_p90_ms"), "diff"] == 0.0
 
 
-def test_confidence_interval_matches_scipy_on_a_synthetic_example():
+def test_intervals_are_paired_bootstraps_and_p_values_paired_t_tests():
     rng = np.random.default_rng(7)
     base = rng.normal(100, 10, size=8)
     other = base + rng.normal(3, 2, size=8)
     d = paired_difference(base, other)
     ref = stats.ttest_rel(other, base)
-    ci = ref.confidence_interval(0.95)
+    boot = stats.bootstrap((other - base,), np.mean, n_resamples=9999, method="percentile",
+                           random_state=np.random.default_rng(20240601))
     assert d["n"] == 8
     assert d["diff"] == pytest.approx(np.mean(other - base), rel=1e-12)
-    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((boot.confidence_interval.low,
+                                                         boot.confidence_interval.high), rel=1e-9)
     assert d["p_value"] == pytest.approx(ref.pvalue, rel=1e-10)
+    # the ratio's interval carries the baseline's spread: it is not the difference's interval / mean
+    assert d["ratio"] == pytest.approx(other.mean() / base.mean())
+    assert d["ratio_low"] < d["ratio"] < d["ratio_high"]
+    assert paired_difference(base, other) == d  # a fixed bootstrap seed: deterministic
+
+
+def test_holm_adjustment_by_hand():
+    from simulator.studies.compare_stats import holm
+
+    # sorted 0.01, 0.02, 0.03, 0.04 -> 4 x 0.01, 3 x 0.02, max(previous, 2 x 0.03), max(previous, 0.04)
+    assert holm([0.04, 0.01, 0.03, 0.02]).tolist() == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5, np.nan, 0.9]).tolist()[0] == pytest.approx(1.0)
+    assert np.isnan(holm([0.5, np.nan])[1])
+
+
+def test_float_noise_of_identical_runs_is_no_difference():
+    base = np.array([345.0, 350.0, 360.0])
+    d = paired_difference(base, base + np.array([1.6e-11, -8e-12, 3e-12]))
+    assert d["diff"] == 0.0 and d["ci_low"] == 0.0 and d["ci_high"] == 0.0 and d["p_value"] == 1.0
+
+
+def test_numbers_are_formatted_to_three_significant_figures():
+    from simulator.studies.compare_report import sig
+
+    assert [sig(v) for v in (3.83e-05, 0.0383, 3.8349, 38.349, 383.49, 38349.0, 0.0, -12.34)] == [
+        "0.0000383", "0.0383", "3.83", "38.3", "383", "38,300", "0", "-12.3"]
 
 
 def test_paired_difference_edge_cases():
-    assert paired_difference([1.0, 2.0], [1.0, 2.0]) == {"n": 2, "diff": 0.0, "ci_low": 0.0, "ci_high": 0.0,
-                                                         "p_value": 1.0}
+    same = paired_difference([1.0, 2.0], [1.0, 2.0])
+    assert (same["diff"], same["ci_low"], same["ci_high"], same["p_value"], same["ratio"]) == (0, 0, 0, 1, 1)
     one = paired_difference([1.0], [3.0])
     assert one["diff"] == 2.0 and np.isnan(one["ci_low"])
     skipped = paired_difference([1.0, np.nan, 2.0], [2.0, 5.0, 4.0])  # a missing value drops its pair
@@ -148,7 +177,7 @@ def test_cli_writes_the_comparison(tmp_path, capsys):
     for name in ("ttft_cdf", "tpot_cdf", "e2e_cdf", "differences"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     printed = capsys.readouterr().out
-    assert "vllm - small" in printed and "95% confidence" in printed
+    assert "vllm - small" in printed and "paired-bootstrap" in printed and "Holm" in printed
 
 
 def test_cli_bad_policy_is_exit_2_with_one_clear_message(tmp_path, capsys):

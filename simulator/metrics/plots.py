@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from simulator.common.files import write_bytes_atomic
+from simulator.metrics.palette import SLO as SLO_COLOUR
+from simulator.metrics.palette import colour_of
 from simulator.metrics.records import STATUS_OK
 from simulator.metrics.saturation import bin_means, sum_over_replicas, waiting_from_records
 from simulator.metrics.slo import SLO
@@ -77,8 +79,8 @@ def _metric_cdf(
     for name, slo in (slos or {}).items() if field else ():
         limit_ms = getattr(slo, field)
         if limit_ms is not None and drawn:
-            ax.axvline(limit_ms * factor / 1000, linestyle="--", color="tab:red", linewidth=1)
-            ax.annotate(f"SLO {name}", (limit_ms * factor / 1000, 0.02), rotation=90, color="tab:red",
+            ax.axvline(limit_ms * factor / 1000, linestyle="--", color=SLO_COLOUR, linewidth=1)
+            ax.annotate(f"SLO {name}", (limit_ms * factor / 1000, 0.02), rotation=90, color=SLO_COLOUR,
                         fontsize=8, ha="right", va="bottom")
     if drawn:
         ax.legend(loc="lower right", fontsize=8)
@@ -111,7 +113,7 @@ def _tpot_hist(done: pd.DataFrame, path: Path) -> Path:
     tpot_ms = tpot_ms[~np.isnan(tpot_ms)]
     if tpot_ms.size:
         bins = histogram_edges(tpot_ms, min(60, max(10, tpot_ms.size // 20)))
-        ax.hist(tpot_ms, bins=bins, color="tab:blue", alpha=0.8)
+        ax.hist(tpot_ms, bins=bins, color="#0072B2", alpha=0.8)
         ax.axvline(np.median(tpot_ms), color="black", linestyle="--", linewidth=1,
                    label=f"p50 {np.median(tpot_ms):.1f} ms")
         ax.legend(fontsize=8)
@@ -132,7 +134,19 @@ def _as_steps(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, boo
     return (edges[:-1] + edges[1:]) / 2, bin_means(t, v, edges), False
 
 
-def _queue_kv(requests_df: pd.DataFrame, timeseries_df: pd.DataFrame | None, path: Path) -> Path:
+def _shade_unmeasured(ax: Axes, window: tuple[float, float] | None) -> None:
+    """Grey out the warm-up and cool-down around a measurement window."""
+    if window is None:
+        return
+    lo, hi = ax.get_xlim()
+    ax.axvspan(lo, window[0], color="0.85", alpha=0.5, zorder=0, label="warm-up (not measured)")
+    if hi > window[1]:
+        ax.axvspan(window[1], hi, color="0.92", alpha=0.5, zorder=0, label="cool-down (not measured)")
+    ax.set_xlim(lo, hi)
+
+
+def _queue_kv(requests_df: pd.DataFrame, timeseries_df: pd.DataFrame | None, path: Path,
+              window: tuple[float, float] | None = None) -> Path:
     fig = Figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
     has_ts = timeseries_df is not None and not timeseries_df.empty and "waiting" in timeseries_df
@@ -144,30 +158,35 @@ def _queue_kv(requests_df: pd.DataFrame, timeseries_df: pd.DataFrame | None, pat
         source, label = None, ""
     if source is not None and not source.empty:
         t, v, steps = _as_steps(*sum_over_replicas(source, "waiting"))
-        ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="tab:blue", label=label)
+        ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="#0072B2", label=label)
         if has_ts and "running" in timeseries_df:
             t, v, steps = _as_steps(*sum_over_replicas(timeseries_df, "running"))
-            ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="tab:green",
+            ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="#009E73",
                     label="running requests", alpha=0.7)
+        _shade_unmeasured(ax, window)
     else:
         _empty(ax, "no queue data")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("requests (all replicas)")
     handles, labels = ax.get_legend_handles_labels()
+    title = "Queue and KV cache over time"
     if has_ts and "kv_usage" in timeseries_df:
         kv_ax = ax.twinx()
         replicas = timeseries_df["replica"].nunique(dropna=False) if "replica" in timeseries_df else 1
         t, v = sum_over_replicas(timeseries_df, "kv_usage")
         t, v, steps = _as_steps(t, v / max(replicas, 1) * 100)
-        kv_ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="tab:orange",
+        kv_ax.plot(t, v, drawstyle="steps-post" if steps else "default", color="#E69F00",
                    label="KV cache used (mean over replicas)")
         kv_ax.set_ylabel("KV cache used (%)")
-        kv_ax.set_ylim(0, 105)
+        peak = float(np.nanmax(v)) if v.size else 0.0
+        kv_ax.set_ylim(0, min(105.0, max(5.0, peak * 1.25)))  # low usage stays readable
         kv_handles, kv_labels = kv_ax.get_legend_handles_labels()
         handles, labels = handles + kv_handles, labels + kv_labels
+    else:
+        title = "Queue over time (no KV cache series: the server reported none)"
     if handles:
         ax.legend(handles, labels, loc="upper left", fontsize=8)
-    ax.set_title("Queue and KV cache over time")
+    ax.set_title(title)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -201,7 +220,7 @@ def _throughput(done: pd.DataFrame, path: Path, bins: int = 100) -> Path:
             end = start + 1.0
         edges = np.linspace(start, end, bins + 1)
         rate = output_token_rate(done, edges)
-        ax.stairs(rate, edges, fill=True, alpha=0.6, color="tab:purple")
+        ax.stairs(rate, edges, fill=True, alpha=0.6, color="#CC79A7")
         overall = done["output_tokens"].sum() / (end - start)
         ax.axhline(overall, color="black", linestyle="--", linewidth=1, label=f"mean {overall:,.0f} tok/s")
         ax.legend(fontsize=8)
@@ -221,11 +240,13 @@ def plot_results(
     out_dir: str | os.PathLike[str],
     *,
     slos: dict[str, SLO] | None = None,
+    window: tuple[float, float] | None = None,
 ) -> list[Path]:
     """Write ttft_cdf.png, e2e_cdf.png, tpot_hist.png, queue_kv.png and throughput.png into
     `out_dir` and return their paths. Latency plots cover completed requests (one line per class
     when there are several, SLO limits dashed). Without a timeseries, the queue plot shows the
-    requests waiting for their first token. Empty inputs give plots that say so."""
+    requests waiting for their first token; `window` greys out the unmeasured warm-up and
+    cool-down there. Empty inputs give plots that say so."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = _completed(requests_df)
@@ -233,7 +254,7 @@ def plot_results(
         _metric_cdf(done, "ttft", out / "ttft_cdf.png", slos, "Time to first token"),
         _metric_cdf(done, "e2e", out / "e2e_cdf.png", slos, "End-to-end latency"),
         _tpot_hist(done, out / "tpot_hist.png"),
-        _queue_kv(requests_df, timeseries_df, out / "queue_kv.png"),
+        _queue_kv(requests_df, timeseries_df, out / "queue_kv.png", window),
         _throughput(done, out / "throughput.png"),
     ]
 
@@ -244,18 +265,29 @@ def overlay_cdfs(
     out_path: str | os.PathLike[str],
     *,
     title: str | None = None,
+    colours: dict[str, str] | None = None,
+    slo_ms: float | None = None,
 ) -> Path:
     """One CDF of `metric` (a requests-table column: ttft, tpot, e2e, itl_mean, itl_max) per run,
-    on shared axes: simulated vs measured, or one line per policy. Completed requests only."""
+    on shared axes: simulated vs measured, or one line per policy. Completed requests only. Each
+    run keeps its colour (`colours`, else a fixed one per name; Okabe-Ito) and gets its own dash,
+    so lines lying on top of each other stay visible; `slo_ms` draws the limit."""
     if metric not in METRIC_UNITS:
         raise ValueError(f"metric {metric!r} is not one of {sorted(METRIC_UNITS)}")
     label, factor, unit = METRIC_UNITS[metric]
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     drawn = False
-    for name, frame in frames.items():
+    dashes = ["-", "--", "-.", ":"]
+    for i, (name, frame) in enumerate(frames.items()):
         done = _completed(frame)
-        drawn |= _cdf(ax, done[metric].to_numpy(float) * factor, name)
+        colour = (colours or {}).get(name) or colour_of(name)
+        drawn |= _cdf(ax, done[metric].to_numpy(float) * factor, name, color=colour,
+                      linestyle=dashes[i % len(dashes)], linewidth=1.6 if i == 0 else 1.3)
+    if slo_ms is not None and drawn:
+        ax.axvline(slo_ms * factor / 1000, linestyle="--", color=SLO_COLOUR, linewidth=1)
+        ax.annotate(f"SLO {slo_ms * factor / 1000:g} {unit}", (slo_ms * factor / 1000, 0.02), rotation=90,
+                    color=SLO_COLOUR, fontsize=8, ha="right", va="bottom")
     if drawn:
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from simulator.metrics.palette import CYCLE
 from simulator.metrics.plots import save_figure
 
 
@@ -38,8 +39,9 @@ def replicas_over_time(timelines: dict[str, pd.DataFrame], out: Path, *, rate: p
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     for i, (name, frame) in enumerate(timelines.items()):
-        ax.step(frame["time"], frame["provisioned"], where="post", color=f"C{i}", label=f"{name}: provisioned")
-        ax.step(frame["time"], frame["serving"], where="post", color=f"C{i}", linestyle=":",
+        ax.step(frame["time"], frame["provisioned"], where="post", color=CYCLE[i % len(CYCLE)],
+                label=f"{name}: provisioned")
+        ax.step(frame["time"], frame["serving"], where="post", color=CYCLE[i % len(CYCLE)], linestyle=":",
                 label=f"{name}: serving")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("replicas")

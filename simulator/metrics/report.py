@@ -80,7 +80,7 @@ def summary_tables(summary: Summary) -> list[Table]:
     overall.add_row("goodput", f"{_num(summary.goodput)} req/s")
     overall.add_row("SLO attainment", _pct(summary.slo_attainment))
     if summary.gpu_busy_fraction is not None:
-        overall.add_row("GPU busy", _pct(summary.gpu_busy_fraction))
+        overall.add_row("GPU busy (a step running)", _pct(summary.gpu_busy_fraction))
     if summary.kv_usage_mean is not None:
         overall.add_row("KV cache used (mean)", _pct(summary.kv_usage_mean))
     if summary.cost_per_hour:
@@ -128,4 +128,31 @@ def request_changes(info: dict) -> list[str]:
         lines.append(f"rejected: {count:,} requests {kind}, never served (requests.csv column reason)")
     if lines:
         lines.append("  (--strict, or run.strict: true, makes these errors)")
+    return lines
+
+
+def measurement_lines(info: dict) -> list[str]:
+    """The measurement window, the steady-state verdict and the utilisation of a run, in words."""
+    lines = []
+    window, state, use = info.get("window"), info.get("steady_state"), info.get("utilisation")
+    if window:
+        grown = f", lengthened {window['extensions']}x by the stopping rule" if window.get("extensions") else ""
+        lines.append(f"window: {window['warmup_s']:,.0f} s warm-up discarded, {window['measure_s']:,.0f} s measured "
+                     f"({window['measured_requests']:,} requests), {window['cooldown_s']:,.0f} s cool-down{grown}")
+    if state:
+        intervals = ", ".join(f"{k.replace('_', ' ')} {v[0]:,.1f} ms [{v[1]:,.1f}-{v[2]:,.1f}]"
+                              for k, v in state.get("intervals", {}).items())
+        verdict = "yes" if state["steady"] else "NO"
+        lines.append(f"steady state: {verdict} ({state['reason']})" + (f"; 95% intervals {intervals}" if intervals
+                                                                        else ""))
+    if use and use.get("busy") is not None:
+        parts = [f"GPU busy {_pct(use['busy'])} (a step was running)"]
+        if use.get("batch_occupancy") is not None:
+            parts.append(f"batch occupancy {_pct(use['batch_occupancy'])} of max_num_seqs={use['max_num_seqs']}")
+        if use.get("token_budget_use") is not None:
+            parts.append(f"token budget {_pct(use['token_budget_use'])} of {use['max_num_batched_tokens']:,} "
+                         "tokens per step")
+        if use.get("kv_mean") is not None:
+            parts.append(f"KV {_pct(use['kv_mean'])} mean, {_pct(use['kv_peak'])} peak")
+        lines.append("utilisation: " + ", ".join(parts) + " (capacity: `llmsim sweep ... --max-rate`)")
     return lines

@@ -14,6 +14,7 @@ import pandas as pd
 from simulator.common.files import result_files
 from simulator.metrics import RequestRecord, Summary, requests_frame
 from simulator.metrics.plots import plot_results
+from simulator.metrics.tables import write_table
 
 RUN_LOG_KEYS = ("wall_time_s",)  # facts of the machine, not of the run: in run_log.json, not summary.json
 
@@ -26,20 +27,36 @@ class Results:
     slos: dict
     description: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # provenance: what produced these numbers
+    window: tuple[float, float] | None = None  # arrivals measured, [start, end) s; None: all of them
     _requests: pd.DataFrame | None = None
 
     @property
     def requests(self) -> pd.DataFrame:
-        """One row per request (seconds)."""
+        """One row per request (seconds); with a measurement window, `measured` says which
+        requests the summary covers."""
         if self._requests is None:
-            self._requests = requests_frame(self.records, self.slos)
+            frame = requests_frame(self.records, self.slos)
+            if self.window is not None:
+                frame["measured"] = (frame["arrival"] >= self.window[0]) & (frame["arrival"] < self.window[1])
+            self._requests = frame
         return self._requests
 
-    def plot(self, out_dir: str | Path) -> list[Path]:
-        return plot_results(self.requests, self.timeseries, Path(out_dir), slos=self.slos)
+    @property
+    def measured_requests(self) -> pd.DataFrame:
+        """The requests the summary covers."""
+        frame = self.requests
+        return frame[frame["measured"]] if "measured" in frame else frame
 
-    def save(self, out_dir: str | Path, *, force: bool = False) -> Path:
-        """Write summary.json, requests.csv, timeseries.csv, run_log.json and plots/ to `out_dir`.
+    def reset_requests(self) -> None:
+        self._requests = None
+
+    def plot(self, out_dir: str | Path) -> list[Path]:
+        return plot_results(self.measured_requests, self.timeseries, Path(out_dir), slos=self.slos,
+                            window=self.window)
+
+    def save(self, out_dir: str | Path, *, force: bool = False, formats: tuple[str, ...] = ("csv",)) -> Path:
+        """Write summary.json, requests.csv, timeseries.csv (and .parquet with `formats`),
+        run_log.json and plots/ to `out_dir`.
 
         summary.json holds only what the run determines, so identical runs write identical files;
         how long it took goes to run_log.json. The files are staged and moved into place at the
@@ -47,17 +64,17 @@ class Results:
         intact, and nothing llmsim did not write is replaced or removed.
         """
         with result_files(out_dir, force=force) as stage:
-            self.write_into(stage)
+            self.write_into(stage, formats)
         return Path(out_dir)
 
-    def write_into(self, folder: Path) -> None:
+    def write_into(self, folder: Path, formats: tuple[str, ...] = ("csv",)) -> None:
         """This run's files, into `folder` (a staging folder of a result set)."""
         info = {k: v for k, v in self.info.items() if k not in RUN_LOG_KEYS}
         summary = self.summary.to_dict() | {"run": info}
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
-        self.requests.to_csv(folder / "requests.csv", index=False, float_format="%.6f")
+        write_table(self.requests, folder / "requests", formats, float_format="%.6f")
         if self.timeseries is not None:
-            self.timeseries.to_csv(folder / "timeseries.csv", index=False, float_format="%.6f")
+            write_table(self.timeseries, folder / "timeseries", formats, float_format="%.6f")
         log = {k: self.info[k] for k in RUN_LOG_KEYS if k in self.info}
         log["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:  # a plot never costs the run its numbers

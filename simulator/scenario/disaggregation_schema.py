@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simulator import spec
-from simulator.common.errors import unknown_choice
+from simulator.common.errors import ConfigError, unknown_choice
 from simulator.common.limits import Bandwidth, LatencyUs, Price, Replicas, TensorParallel
-from simulator.scheduling import POLICIES
+from simulator.scheduling import find_policy
 from simulator.serving.routing import ROUTERS
 
 ROLES = ("prefill", "decode")
@@ -55,8 +55,11 @@ class PoolConfig(BaseModel):
     @field_validator("policy")
     @classmethod
     def _known_policy(cls, value):
-        if value is not None and value not in POLICIES:
-            raise ValueError(unknown_choice("policy", value, POLICIES))
+        if value is not None:
+            try:
+                find_policy(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("router")

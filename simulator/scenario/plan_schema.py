@@ -12,6 +12,7 @@
         chunk_size: [512]
       seeds: 3
       n_plus_one: false              # SLOs must hold with one replica down
+      confirm_longer: 4              # the answer re-simulated over a 4x longer window must hold too
       prices: {h100-sxm: 2.10}       # USD per GPU-hour; default: the hardware catalog's
 
 The scenario's own `deployment.price_per_gpu_hour` names one GPU's price, so candidates ignore it
@@ -136,6 +137,10 @@ class PlanConfig(_Strict):
     )
     finalists: int = Field(
         3, gt=0, le=MAX_SEARCH_VALUES, description="cheapest screened candidates verified on the whole workload"
+    )
+    confirm_longer: float = Field(
+        4.0, ge=1, le=16, description="the cheapest answers are re-simulated over a measurement window this many "
+        "times as long (first seed) and must meet the SLOs there too; 1 skips it (stationary workloads only)"
     )
     prices: dict[str, PositivePrice] = Field(
         default_factory=dict, description="USD per GPU-hour by hardware name; default: the catalog's"

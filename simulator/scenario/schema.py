@@ -10,7 +10,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from simulator import spec
 from simulator.common.errors import ConfigError, unknown_choice
@@ -23,10 +30,12 @@ from simulator.common.limits import (
     Replicas,
     TensorParallel,
 )
+from simulator.common.schema_errors import format_validation_error
 from simulator.metrics.objectives import SLOTarget
 from simulator.scenario.disaggregation_schema import DisaggregationConfig, PoolConfig
 from simulator.scenario.plan_schema import PlanConfig
-from simulator.scheduling import POLICIES, SchedulerConfig
+from simulator.scenario.window import MeasurementWindow
+from simulator.scheduling import SchedulerConfig, find_policy
 from simulator.serving.autoscaling import AutoscalingConfig
 from simulator.serving.routing import ROUTERS
 from simulator.workload import WorkloadConfig
@@ -136,6 +145,10 @@ class RunSettings(_Strict):
         False, description="a request clipped to the context or rejected (larger than the KV cache) is an error, "
         "not a changed or dropped request counted in the summary"
     )
+    window: MeasurementWindow | None = Field(
+        None, description="measure a steady state by simulated time: warm-up, window, cool-down "
+        "(simulator/scenario/window.py); plan and sweep use one ({} = defaults) unless given"
+    )
 
 
 class Scenario(_Strict):
@@ -163,8 +176,10 @@ class Scenario(_Strict):
     @field_validator("scheduler")
     @classmethod
     def _known_policy(cls, value: SchedulerConfig) -> SchedulerConfig:
-        if value.policy not in POLICIES:
-            raise ValueError(unknown_choice("policy", value.policy, POLICIES))
+        try:
+            find_policy(value.policy)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("name")
@@ -241,6 +256,28 @@ class Scenario(_Strict):
             per_gpu = self.hardware_spec().price_per_hour
         return per_gpu * self.deployment.tensor_parallel * self.deployment.replicas
 
+    def with_updates(self, updates: dict[str, Any] | None = None, /, **sections: Any) -> Scenario:
+        """A validated copy with changes, as dotted keys or nested sections, e.g.
+        `s.with_updates({"deployment.replicas": 4})` or `s.with_updates(deployment={"replicas": 4})`.
+        Nested mappings merge into the section; a bad value raises ConfigError naming the field
+        (unlike `model_copy(update=...)`, which validates nothing)."""
+        data = self.model_dump(mode="json")
+        for key, value in {**(updates or {}), **sections}.items():
+            node, parts = data, key.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {}) if isinstance(node.get(part), dict | None) else None
+                if node is None:
+                    raise ConfigError(f"with_updates: {key!r}: {part!r} holds a value, not a section")
+            _merge(node, parts[-1], value)
+        try:
+            out = Scenario.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, Scenario, "with_updates")) from None
+        out.base_dir = self.base_dir
+        out.model_spec()
+        out.hardware_spec()
+        return out
+
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
@@ -267,6 +304,14 @@ def _spec_name(data: dict, where: str, default: str) -> str:
     if not 0 < len(name) <= 200:
         raise ConfigError(f"{where}.name: must be 1 to 200 characters long, got {name[:60]!r}")
     return name
+
+
+def _merge(node: dict, key: str, value: Any) -> None:
+    if isinstance(value, dict) and isinstance(node.get(key), dict):
+        for k, v in value.items():
+            _merge(node[key], k, v)
+    else:
+        node[key] = value
 
 
 def pool_scenario(scenario: Scenario, role: Literal["prefill", "decode"]) -> Scenario:

@@ -1,6 +1,11 @@
-"""Batching policies and the KV block manager: plain Python, shared by simulator and engine."""
+"""Batching policies and the KV block manager: plain Python, shared by simulator and engine.
+
+`POLICIES` holds the built-in policies by name; `policy_class` also finds policies of installed
+packages (entry points `llmsim.policies`) and classes named `module:Class` (plugins.py).
+"""
 
 from simulator.common.errors import ConfigError, unknown_choice
+from simulator.scheduling import plugins
 from simulator.scheduling.base import Scheduler
 from simulator.scheduling.block_hash import token_block_hashes
 from simulator.scheduling.config import SchedulerConfig
@@ -34,11 +39,22 @@ POLICIES: dict[str, type[Scheduler]] = {
 }
 
 
+def find_policy(name: str) -> type[Scheduler]:
+    """The policy class of a built-in name, an entry-point name, or `module:Class`."""
+    if name in POLICIES:
+        return POLICIES[name]
+    if name in plugins.registered_names() or plugins.is_qualified(name):
+        return plugins.load(name, Scheduler)
+    known = {**POLICIES, **dict.fromkeys(plugins.registered_names())}
+    raise ConfigError(unknown_choice("policy", name, known) + "; or your own class as module:Class "
+                      "(docs/policies.md)")
+
+
 def policy_class(config: SchedulerConfig) -> type[Scheduler]:
     try:
-        return POLICIES[config.policy]
-    except KeyError:
-        raise ConfigError(f"scheduler.policy: {unknown_choice('policy', config.policy, POLICIES)}") from None
+        return find_policy(config.policy)
+    except ConfigError as exc:
+        raise ConfigError(f"scheduler.policy: {exc}") from None
 
 
 def make_block_manager(
@@ -79,6 +95,7 @@ __all__ = [
     "SpeculativeConfig",
     "Step",
     "V1PrefixCache",
+    "find_policy",
     "make_block_manager",
     "make_scheduler",
     "resolve",

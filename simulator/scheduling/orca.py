@@ -10,7 +10,8 @@ nothing is ever preempted, at the price of memory held for tokens that may never
 
 from __future__ import annotations
 
-from simulator.scheduling.base import Scheduler, Step
+from simulator.scheduling.base import Scheduler
+from simulator.scheduling.step import Step
 
 
 class OrcaScheduler(Scheduler):

@@ -12,8 +12,9 @@ prefill chunks alike, from `max_num_batched_tokens`.
 
 from __future__ import annotations
 
-from simulator.scheduling.base import Scheduler, Step
+from simulator.scheduling.base import Scheduler
 from simulator.scheduling.sequence import SeqStatus, Sequence
+from simulator.scheduling.step import Step
 
 
 class SarathiScheduler(Scheduler):

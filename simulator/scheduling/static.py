@@ -9,7 +9,8 @@ baseline kinder than padded `generate` loops.
 
 from __future__ import annotations
 
-from simulator.scheduling.base import Scheduler, Step
+from simulator.scheduling.base import Scheduler
+from simulator.scheduling.step import Step
 
 
 class StaticBatchScheduler(Scheduler):

@@ -10,7 +10,8 @@ preemptions, and nothing new is admitted while any is still out.
 
 from __future__ import annotations
 
-from simulator.scheduling.base import Scheduler, Step
+from simulator.scheduling.base import Scheduler
+from simulator.scheduling.step import Step
 
 
 class VLLMScheduler(Scheduler):

@@ -24,9 +24,10 @@ of the budget (chunked prefill is always on).
 from __future__ import annotations
 
 from simulator.common.errors import ConfigError
-from simulator.scheduling.base import Scheduler, Step
+from simulator.scheduling.base import Scheduler
 from simulator.scheduling.kv_blocks import BlockManager, blocks_for
 from simulator.scheduling.sequence import Sequence
+from simulator.scheduling.step import Step
 from simulator.scheduling.v1_prefix_cache import V1PrefixCache
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simulator.execution.kernels.provenance import count_line
-from simulator.studies.plan import PlanResult
+from simulator.studies.plan_result import PlanResult
 from simulator.studies.sweep import SweepResult
 
 
@@ -32,32 +32,41 @@ def _console() -> Console:
 
 def print_sweep(result: SweepResult, console: Console | None = None) -> None:
     console = console or _console()
-    table = Table(title=f"{result.name}: sweep (means over {int(result.points['seeds'].max())} seed(s); "
-                  "± one standard deviation)", title_justify="left")
+    seeds = int(result.points["seeds"].max())
+    table = Table(title=f"{result.name}: sweep (means over {seeds} seed(s); latencies in ms at the SLOs' "
+                  f"percentiles, [95% interval over seeds])", title_justify="left")
     for key in result.keys:
         table.add_column(key.split(".")[-1], justify="right")
-    for col in ("TTFT p50", "TTFT p90", "TTFT p99", "TPOT p50", "TPOT p90", "TPOT p99", "attain.", "P(SLO met)"):
-        table.add_column(col + (" ms" if col.startswith("T") else ""), justify="right")
+    shown = result.decisive or [{"key": f"{m}_p{p}", "metric": m, "percentile": p}
+                                for m in ("ttft", "tpot") for p in (50, 90, 99)]
+    for d in shown:
+        table.add_column(f"{d['metric'].upper()} p{d['percentile']}", justify="right")
+    for col in ("attain.", "P(SLO met)", "window", "busy", "batch occ."):
+        table.add_column(col, justify="left" if col == "window" else "right")
     for _, row in result.points.iterrows():
         style = "red" if row["saturated"] else ("green" if row["slo_met"] else None)
         cells = [str(row[k]) for k in result.keys]
-        cells += [_f(row["ttft_p50_ms"]), _spread(row["ttft_p90_ms"], row["ttft_p90_std_ms"]), _f(row["ttft_p99_ms"]),
-                  _f(row["tpot_p50_ms"], ",.1f"), _spread(row["tpot_p90_ms"], row["tpot_p90_std_ms"]),
-                  _f(row["tpot_p99_ms"], ",.1f"), _f(row["attainment_pct"], ".1f") + "%",
-                  f"{row['p_slo_met']:.0%}" + (" SATURATED" if row["saturated"] else "")]
+        cells += [_ci(row, d["key"], _digits(d["metric"])) for d in shown]
+        cells += [_f(row["attainment_pct"], ".1f") + "%", f"{row['p_slo_met']:.0%}" + (" SATURATED" if row["saturated"]
+                  else ""), _window(row), _f(row.get("gpu_busy"), ".0%"), _f(row.get("batch_occupancy"), ".0%")]
         table.add_row(*cells, style=style)
     console.print(table)
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", highlight=False)
     print_step_models(result.step_models, console)
     if result.rule:
-        console.print(f"SLO rule: {result.rule}; a point meets it when every seed does.")
+        console.print(f"SLO rule: {result.rule}; a point meets it when every seed does.", highlight=False)
+    unsteady = result.points[~result.points["steady"].astype(bool) & ~result.points["saturated"].astype(bool)]
+    for _, row in unsteady.iterrows():
+        where = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in result.keys)
+        console.print(f"[yellow]not steady at {where}: {row['steady_reason']}", highlight=False)
     for res in result.max_rate:
         others = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in res.items() if "." in k)
         bracket = res["bracket"]
         upper = "?" if bracket[1] is None else f"{bracket[1]:.4g}"
         line = f"highest rate meeting the SLOs{' (' + others + ')' if others else ''}: [bold]{res['max_rate']:.4g}[/] " \
-               f"req/s (bracket {bracket[0]:.4g}-{upper})"
+               f"req/s (bracket {bracket[0]:.4g}-{upper}): the sustainable rate, the capacity that busy and " \
+               "batch occupancy only hint at"
         console.print(line + (f" — {res['note']}" if res.get("note") else ""))
 
 
@@ -67,66 +76,127 @@ def print_step_models(models: dict[str, dict[str, int]], console: Console) -> No
         console.print(f"step times: {model}; {count_line(counts)}", highlight=False, markup=False)
 
 
+def _ci(row, key: str, digits: str = ",.0f") -> str:
+    """A decisive percentile with its interval: 412 [380-440]."""
+    value = row.get(f"{key}_ms")
+    if value is None or pd.isna(value):
+        return "-"
+    low, high = row.get(f"{key}_ci_low_ms"), row.get(f"{key}_ci_high_ms")
+    text = format(value, digits)
+    if low is not None and high is not None and not pd.isna(low) and not pd.isna(high):
+        text += f" [{format(low, digits)}-{format(high, digits)}]"
+    return text
+
+
+def _digits(metric: str) -> str:
+    return ",.1f" if metric in ("tpot", "itl") else ",.0f"
+
+
+def _headroom(row) -> str:
+    headroom, upper = row.get("headroom"), row.get("headroom_upper")
+    if headroom is None or pd.isna(headroom):
+        return "-"
+    return f">= {headroom:.2f}x" if upper is None or pd.isna(upper) else f"{headroom:.2f}-{upper:.2f}x"
+
+
+def _window(row) -> str:
+    window = row.get("window_s")
+    if window is None or pd.isna(window):
+        return "-"
+    mark = "" if row.get("steady") else " (not steady)"
+    return f"{row.get('warmup_s', 0):.0f}+{window:.0f} s{mark}"
+
+
 def print_plan(result: PlanResult, console: Console | None = None, top: int = 15) -> None:
     console = console or _console()
     c = result.candidates
     counts = c["status"].value_counts().to_dict()
     console.rule(f"[bold]{result.name}: plan")
-    console.print(f"target: {result.target}; SLOs: {result.rule}; seeds: {result.seeds}")
+    console.print(f"target: {result.target}; SLOs: {result.rule}; seeds: {result.seeds}", highlight=False)
     console.print(f"candidates: {len(c)} (" + ", ".join(f"{counts.get(s, 0)} {s}" for s in
                                                      ("met", "missed", "pruned", "rejected"))
-                  + f"); {result.simulations} simulations run")
+                  + f"); {result.simulations} simulations run", highlight=False)
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", highlight=False)
     print_step_models(result.step_models, console)
+    decisive = result.decisive
     sim = c[c["status"].isin(["met", "missed"])]
-    sim = sim.assign(_miss=sim["status"] != "met").sort_values(["_miss", "usd_per_hour", "ttft_p90_ms"])
+    tie = f"{decisive[0]['key']}_ms" if decisive else "ttft_p90_ms"
+    sim = sim.assign(_miss=sim["status"] != "met").sort_values(["_miss", "usd_per_hour", tie])
     table = Table(title=f"simulated candidates: meeting the SLOs cheapest first, then misses "
-                  f"(first {min(top, len(sim))} of {len(sim)}; candidates.csv has all)",
-                  title_justify="left")
-    for col in ("GPU", "TP", "dtype", "seqs", "chunk", "replicas", "$/h", "$/1M out", "TTFT p90 ms",
-                "TPOT p90 ms", "attain.", "P(met)", "headroom", "status"):
-        table.add_column(col, justify="left" if col in ("GPU", "dtype", "status") else "right")
+                  f"(first {min(top, len(sim))} of {len(sim)}; candidates.csv has all). Latencies at the "
+                  "SLOs' percentiles, ms, [95% interval]", title_justify="left")
+    headroom_label = "headroom" + (" (n+1, 1 seed)" if "n+1" in result.headroom_basis else " (1 seed)")
+    columns = ["GPU", "TP", "dtype", "seqs", "replicas", "$/h", "$/month", "$/1M out",
+               *(f"{d['metric'].upper()} p{d['percentile']}" for d in decisive), "attain.", "P(met)",
+               "window", "batch occ.", headroom_label, "status"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("GPU", "dtype", "status", "window") else "right")
     for idx, row in sim.head(top).iterrows():
-        headroom = row.get("headroom")
-        upper = row.get("headroom_upper")
-        head = "-" if headroom is None or pd.isna(headroom) else (
-            f">= {headroom:.2f}x" if pd.isna(upper) else f"{headroom:.2f}-{upper:.2f}x")
         style = "bold green" if idx == result.winner else ("green" if row["status"] == "met" else "dim")
         table.add_row(
             row["hardware"], str(row["tensor_parallel"]), row["weight_dtype"], str(row["max_num_seqs"]),
-            str(row["chunk_size"]), str(row["replicas"]), _f(row["usd_per_hour"], ",.2f"),
-            _f(row["usd_per_1m_output_tokens"], ",.3f"), _spread(row["ttft_p90_ms"], row["ttft_p90_std_ms"]),
-            _spread(row["tpot_p90_ms"], row["tpot_p90_std_ms"]), _f(row["attainment_pct"], ".1f") + "%",
-            f"{row['p_slo_met']:.0%}", head, row["status"] + (f" ({row['stage']})" if row["stage"] == "screen" else ""),
+            str(row["replicas"]), _f(row["usd_per_hour"], ",.2f"), _f(row.get("usd_per_month"), ",.0f"),
+            _f(row["usd_per_1m_output_tokens"], ",.3f"),
+            *(_ci(row, d["key"], _digits(d["metric"])) for d in decisive),
+            _f(row["attainment_pct"], ".1f") + "%", _f(row["p_slo_met"], ".0%"), _window(row),
+            _f(row.get("batch_occupancy"), ".0%"), _headroom(row),
+            row["status"] + (f" ({row['stage']})" if row["stage"] in ("screen", "long") else ""),
             style=style,
         )
     console.print(table)
-    rejected = c[c["status"] == "rejected"].drop_duplicates(subset=["hardware", "tensor_parallel", "weight_dtype", "reason"])
-    if len(rejected):
-        console.print("[bold]rejected before simulation:")
-        groups = c[["hardware", "tensor_parallel", "weight_dtype"]].drop_duplicates()
-        for reason, rows in rejected.groupby("reason", sort=False):
-            labels = rows[["hardware", "tensor_parallel", "weight_dtype"]].drop_duplicates()
-            if len(labels) == len(groups) and len(groups) > 1:
-                which = f"all {len(groups)} GPU/TP/dtype groups"
-            else:
-                which = ", ".join(f"{r.hardware} tp={r.tensor_parallel} {r.weight_dtype}" for r in labels.itertuples())
-            console.print(f"  {reason}: {which}")
+    console.print(f"headroom: {result.headroom_basis}", highlight=False)
+    _print_rejected(result, console)
+    _print_answer(result, console)
+
+
+def _print_rejected(result: PlanResult, console: Console) -> None:
+    if not result.rejected_groups:
+        return
+    kept = result.groups - len(result.rejected_groups)
+    console.print(f"[bold]pre-checks: {len(result.rejected_groups)} of {result.groups} GPU/TP/dtype groups rejected "
+                  f"before simulation, {kept} simulated:")
+    by_reason: dict[str, list[str]] = {}
+    for label, reason in result.rejected_groups.items():
+        by_reason.setdefault(reason, []).append(label)
+    for reason, labels in by_reason.items():
+        console.print(f"  {', '.join(labels)}: {reason}", highlight=False, markup=False)
+
+
+def _print_answer(result: PlanResult, console: Console) -> None:
+    c = result.candidates
     if result.feasible:
         w = c.loc[result.winner]
+        stats = ", ".join(f"{d['metric'].upper()} p{d['percentile']} {_ci(w, d['key'], _digits(d['metric']))} ms "
+                          f"(limit {d['limit_ms']:g})" for d in result.decisive)
         console.print(
             f"[bold green]answer: {int(w['replicas'])} x {w['hardware']} (tp={int(w['tensor_parallel'])}, "
-            f"{w['weight_dtype']}, max_num_seqs={int(w['max_num_seqs'])}, chunk={int(w['chunk_size'])}) "
-            f"= {int(w['gpus'])} GPUs, ${w['usd_per_hour']:,.2f}/h; p90 TTFT {w['ttft_p90_ms']:,.0f} ms, "
-            f"p90 TPOT {w['tpot_p90_ms']:,.1f} ms, SLOs met in {w['p_slo_met']:.0%} of seeds"
-        )
+            f"{w['weight_dtype']}, max_num_seqs={int(w['max_num_seqs'])}) = {int(w['gpus'])} GPUs, "
+            f"${w['usd_per_hour']:,.2f}/h, ${w['usd_per_month']:,.0f}/month, "
+            f"${_f(w.get('usd_per_1m_output_tokens'), ',.3f')} per 1M output tokens "
+            f"(${_f(w.get('usd_per_1m_total_tokens'), ',.4f')} per 1M prompt + output tokens)", highlight=False)
+        console.print(f"  {stats}; SLOs met in {w['p_slo_met']:.0%} of {int(w['seeds_run'])} seed(s) "
+                      f"(intervals: {w.get('ci_basis') or '-'})", highlight=False)
+        if not pd.isna(w.get("window_s")):
+            console.print(f"  window: {w['warmup_s']:.0f} s warm-up discarded, {w['window_s']:.0f} s measured; "
+                          f"steady state: {'yes' if w['steady'] else 'NO'} ({w['steady_reason']})",
+                          highlight=False)
+        if "long_window_s" in c and w.get("long_window_s") is not None and not pd.isna(w.get("long_window_s")):
+            long = ", ".join(f"{d['metric'].upper()} p{d['percentile']} {w['long_' + d['key'] + '_ms']:,.1f} ms"
+                             for d in result.decisive)
+            console.print(f"  holds over a {result.confirm_factor:g}x longer window ({w['long_window_s']:.0f} s, "
+                          f"first seed): {long}; steady: {'yes' if w['long_steady'] else 'no'}", highlight=False)
+        console.print(f"  utilisation: busy {_f(w.get('gpu_busy'), '.0%')}, batch occupancy "
+                      f"{_f(w.get('batch_occupancy'), '.0%')} of max_num_seqs, token budget "
+                      f"{_f(w.get('token_budget_use'), '.0%')}, KV {_f(w.get('kv_mean'), '.0%')} mean", highlight=False)
     elif result.closest is not None:
         w = c.loc[result.closest]
         console.print("[bold red]no candidate meets every SLO.")
         console.print(
             f"closest: {int(w['replicas'])} x {w['hardware']} (tp={int(w['tensor_parallel'])}, {w['weight_dtype']}), "
-            f"${w['usd_per_hour']:,.2f}/h, which misses: {w['reason']}"
-        )
+            f"${w['usd_per_hour']:,.2f}/h, which misses: {w['reason']}", highlight=False)
+        if result.rejected_groups:
+            console.print("groups rejected by the physics pre-check cannot be fixed by more replicas; the others "
+                          "might with more than plan.search.replicas.max", highlight=False)
     else:
-        console.print("[bold red]no candidate could be simulated: every one was rejected (see above).")
+        console.print("[bold red]no candidate could be simulated: every group was rejected by the pre-checks (above).")

@@ -4,8 +4,9 @@ confidence intervals.
 Every variant is simulated with the same seeds: replication r uses seed `base + r` for all of
 them, so they serve identical arrivals and lengths (common random numbers; the workload's random
 streams do not depend on the deployment). The difference of a metric between a variant and the
-baseline (the first variant) is taken within each replication, and the N paired differences give
-a mean and a t-distribution confidence interval. Pairing removes the replication-to-replication
+baseline (the first variant) is taken within each replication; the N paired differences give a
+mean, a paired-bootstrap interval, a ratio to the baseline with its interval and a p-value
+adjusted across the metrics (Holm; compare_stats.py). Pairing removes the replication-to-replication
 noise of the workload, so a few replications separate policies that unpaired runs could not.
 
     comparison = compare(scenario, [policy_variant("vllm"), policy_variant("static")], replications=5)
@@ -25,15 +26,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from simulator.common.errors import ConfigError
 from simulator.metrics import Summary
 from simulator.scenario import Scenario, apply_overrides, parse_scenario
-from simulator.scheduling import POLICIES
+from simulator.scheduling import POLICIES, find_policy, plugins
 from simulator.serving.routing import ROUTERS
-
-CONFIDENCE = 0.95
+from simulator.studies.compare_stats import ALPHA, CONFIDENCE, holm, paired_difference
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("usd_per_1m_output_tokens", "cost per 1M output tokens", "USD", False),
 )
 METRIC_BY_KEY = {m.key: m for m in METRICS}
+KEPT_COLUMNS = ("id", "class", "status", "arrival", "prompt_tokens", "output_tokens", "ttft", "tpot", "e2e",
+                "itl_mean", "itl_max")
 
 
 # --- variants ------------------------------------------------------------------------------------
@@ -73,14 +74,19 @@ class Variant:
 
 
 def policy_variant(name: str) -> Variant:
-    """`--policy NAME`: a batching policy (scheduler.policy) or a router (router)."""
-    if name in POLICIES:
-        return Variant(name, (f"scheduler.policy={name}",))
-    if name in ROUTERS:
+    """`--policy NAME`: a batching policy (scheduler.policy: a built-in name, one an installed
+    package registers, or module:Class), or a router (router). The variant is named after the
+    policy (its class name for module:Class)."""
+    if name in ROUTERS and name not in POLICIES:
         return Variant(name, (f"router={name}",))
+    if name in POLICIES or name in plugins.registered_names() or plugins.is_qualified(name):
+        find_policy(name)  # fails now, naming the policy, rather than inside a worker
+        label = name.rpartition(":")[2] if plugins.is_qualified(name) else name
+        return Variant(label, (f"scheduler.policy={name}",))
     raise ConfigError(
-        f"--policy {name!r}: not a batching policy ({', '.join(sorted(POLICIES))}) nor a router "
-        f"({', '.join(sorted(ROUTERS))}); use --variant NAME:KEY=VALUE,... for other changes"
+        f"--policy {name!r}: not a batching policy ({', '.join(sorted([*POLICIES, *plugins.registered_names()]))}, "
+        f"or module:Class for your own) nor a router ({', '.join(sorted(ROUTERS))}); use --variant "
+        "NAME:KEY=VALUE,... for other changes"
     )
 
 
@@ -104,34 +110,7 @@ def parse_variant(text: str) -> Variant:
     return Variant(name, overrides)
 
 
-# --- statistics ----------------------------------------------------------------------------------
-
-
-def paired_difference(baseline: np.ndarray, other: np.ndarray, confidence: float = CONFIDENCE) -> dict:
-    """Mean of `other - baseline` over the pairs where both are known, its t confidence interval
-    and the two-sided p-value of 'no difference'. With one pair, or all pairs equal, the interval
-    is that difference itself only when there is no spread at all."""
-    diffs = np.asarray(other, dtype=float) - np.asarray(baseline, dtype=float)
-    diffs = diffs[~np.isnan(diffs)]
-    n = int(diffs.size)
-    out = {"n": n, "diff": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}
-    if n == 0:
-        return out
-    mean = float(diffs.mean())
-    out["diff"] = mean
-    if n == 1:
-        return out  # no spread to estimate
-    sem = float(diffs.std(ddof=1)) / np.sqrt(n)
-    if sem == 0.0:  # identical differences: no sampling uncertainty
-        out.update(ci_low=mean, ci_high=mean, p_value=1.0 if mean == 0.0 else 0.0)
-        return out
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem
-    out.update(
-        ci_low=mean - half,
-        ci_high=mean + half,
-        p_value=float(2 * stats.t.sf(abs(mean) / sem, n - 1)),
-    )
-    return out
+# --- one run's metrics ---------------------------------------------------------------------------
 
 
 def metrics_of(summary: Summary) -> dict[str, float]:
@@ -176,8 +155,8 @@ def run_replication(task: dict[str, Any]) -> dict[str, Any]:
         "workload": _workload_digest(results.requests),
         "wall_s": results.info["wall_time_s"],
     }
-    if task["keep_requests"]:
-        row["requests"] = results.requests
+    if task["keep_requests"]:  # the columns the CDFs pool over replications
+        row["requests"] = results.measured_requests[[c for c in KEPT_COLUMNS if c in results.requests]]
     return row
 
 
@@ -190,7 +169,7 @@ class Comparison:
     variants: list[Variant]
     seeds: list[int]
     runs: pd.DataFrame  # one row per (variant, replication): seed and every metric
-    requests: dict[str, pd.DataFrame]  # per variant, the requests of the first replication
+    requests: dict[str, pd.DataFrame]  # per variant, the measured requests of every replication (column replication)
     slos: dict = field(default_factory=dict)
 
     @property
@@ -212,25 +191,17 @@ class Comparison:
     @cached_property
     def table(self) -> pd.DataFrame:
         """One row per (variant, metric): mean and std over replications, and against the
-        baseline the mean paired difference (variant - baseline), its confidence interval, the
-        difference relative to the baseline's mean, the p-value, whether the interval excludes 0
-        and whether the variant is then better or worse."""
+        baseline the mean paired difference (variant - baseline) with its bootstrap interval, the
+        relative difference (ratio of means - 1, %) with its interval, the p-value and its Holm
+        adjustment across the metrics, whether it is significant and whether the variant is then
+        better or worse."""
         rows = []
         for metric in METRICS:
             wide = self.runs.pivot(index="replication", columns="variant", values=metric.key)
             base = wide[self.baseline].to_numpy(float)
-            base_mean = float(np.nanmean(base)) if np.isfinite(base).any() else np.nan
             for name in self.names:
                 values = wide[name].to_numpy(float)
                 d = paired_difference(base, values)
-                significant = bool(d["ci_low"] > 0 or d["ci_high"] < 0)
-                verdict = ""
-                if name != self.baseline:
-                    verdict = "no significant difference"
-                    if significant:
-                        better = (d["diff"] > 0) == metric.higher_is_better
-                        verdict = "better" if better else "worse"
-                rel = 100 * d["diff"] / base_mean if base_mean else np.nan
                 rows.append(
                     {
                         "variant": name,
@@ -242,15 +213,23 @@ class Comparison:
                         "diff": d["diff"],
                         "ci_low": d["ci_low"],
                         "ci_high": d["ci_high"],
-                        "rel_diff_pct": rel,
-                        "rel_ci_low_pct": 100 * d["ci_low"] / base_mean if base_mean else np.nan,
-                        "rel_ci_high_pct": 100 * d["ci_high"] / base_mean if base_mean else np.nan,
+                        "rel_diff_pct": 100 * (d["ratio"] - 1),
+                        "rel_ci_low_pct": 100 * (d["ratio_low"] - 1),
+                        "rel_ci_high_pct": 100 * (d["ratio_high"] - 1),
                         "p_value": d["p_value"],
-                        "significant": significant,
-                        "verdict": verdict,
                     }
                 )
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        table["p_holm"] = np.nan
+        for name in self.names[1:]:
+            mask = table["variant"] == name
+            table.loc[mask, "p_holm"] = holm(table.loc[mask, "p_value"].to_numpy())
+        table["significant"] = (table["variant"] != self.baseline) & (table["p_holm"] < ALPHA)
+        better = [(d > 0) == METRIC_BY_KEY[m].higher_is_better for d, m in zip(table["diff"], table["metric"])]
+        table["verdict"] = np.where(table["variant"] == self.baseline, "",
+                                    np.where(~table["significant"], "no significant difference",
+                                             np.where(better, "better", "worse")))
+        return table
 
     def to_dict(self) -> dict[str, Any]:
         table = self.table.replace({np.nan: None})
@@ -260,6 +239,9 @@ class Comparison:
             "variants": [{"name": v.name, "overrides": list(v.overrides)} for v in self.variants],
             "seeds": self.seeds,
             "confidence": CONFIDENCE,
+            "intervals": "paired bootstrap over replications (percentile, 9,999 resamples)",
+            "p_values": "paired t-test, Holm-adjusted across the metrics of each variant (p_holm); "
+                        f"significant when p_holm < {ALPHA}",
             "common_random_numbers": self.common_random_numbers,
             "saturated_runs": self.saturated_runs(),
             "metrics": table.to_dict(orient="records"),
@@ -293,7 +275,7 @@ def compare(
     scenarios = [v.apply(scenario) for v in variants]  # validates every variant before any work
     base_dir = None if scenario.base_dir is None else str(scenario.base_dir)
     tasks = [
-        {"scenario": sc.model_dump(mode="json"), "base_dir": base_dir, "seed": s, "keep_requests": r == 0}
+        {"scenario": sc.model_dump(mode="json"), "base_dir": base_dir, "seed": s, "keep_requests": True}
         for r, s in enumerate(seeds)
         for sc in scenarios
     ]
@@ -303,7 +285,9 @@ def compare(
     for i, row in enumerate(rows):
         r, v = divmod(i, len(variants))
         if "requests" in row:
-            requests[names[v]] = row.pop("requests")
+            kept = row.pop("requests").assign(replication=r)
+            requests[names[v]] = kept if names[v] not in requests else pd.concat([requests[names[v]], kept],
+                                                                                 ignore_index=True)
         records.append({"variant": names[v], "replication": r, "seed": seeds[r]} | row)
     slos = {c.name: c.slo for c in scenario.workload.classes}
     return Comparison(scenario.name, list(variants), seeds, pd.DataFrame(records), requests, slos)

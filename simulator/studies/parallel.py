@@ -9,6 +9,12 @@ processes or Ray workers; `fn` must be a module-level function.
 - `workers=None`: a process pool with one worker per core (`os.cpu_count()`).
 - `ray="auto"` or an address (`ray://host:10001`, `host:6379`): one Ray task per task, on an
   existing cluster; when this process already called `ray.init`, that instance is used.
+
+Progress counts simulations, not tasks, when `estimate` says how many simulations a task will
+probably run: each finished simulation reports itself (`simulation_done`, called by the trial
+code in whatever process runs it), and when a task ends its estimate is replaced by its real
+count, so the bar's total and its ETA settle instead of jumping as uneven tasks finish. (On Ray
+the bar counts tasks.)
 """
 
 from __future__ import annotations
@@ -23,6 +29,49 @@ from tqdm import tqdm
 
 from simulator.common.errors import ConfigError
 
+_progress: Any = None  # in a worker running a task: where its finished simulations are reported
+_task_index = -1
+
+
+def simulation_done() -> None:
+    """Report one finished simulation to the progress bar of the task running it, if any."""
+    if _progress is not None:
+        _progress.put(_task_index)
+
+
+def _counted(fn: Callable[[Any], Any], queue: Any, index: int, task: Any) -> Any:
+    global _progress, _task_index
+    _progress, _task_index = queue, index
+    try:
+        return fn(task)
+    finally:
+        _progress, _task_index = None, -1
+
+
+class _SimulationBar:
+    """A tqdm bar over simulations whose total is the tasks' estimates, corrected as they end."""
+
+    def __init__(self, tasks, estimate, desc, progress):
+        self.estimates = [max(1, int(estimate(t))) for t in tasks]
+        self.done = [0] * len(tasks)
+        self.bar = tqdm(total=sum(self.estimates), desc=desc, unit="sim", disable=not progress, leave=False,
+                        smoothing=0.0)
+
+    def simulated(self, index: int) -> None:
+        self.done[index] += 1
+        if self.done[index] > self.estimates[index]:  # a task running past its estimate
+            self.estimates[index] = self.done[index]
+            self.bar.total = sum(self.estimates)
+        self.bar.update()
+
+    def finished(self, index: int) -> None:
+        self.estimates[index] = self.done[index]
+        self.bar.total = max(sum(self.estimates), self.bar.n)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
 
 def default_workers() -> int:
     return os.cpu_count() or 1
@@ -36,12 +85,15 @@ def run_tasks(
     ray: str | None = None,
     desc: str = "simulating",
     progress: bool = True,
+    estimate: Callable[[Any], int] | None = None,
 ) -> list[Any]:
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     tasks = list(tasks)
     if not tasks:
         return []
+    if estimate is not None and not ray:
+        return _run_counted(fn, tasks, workers, _SimulationBar(tasks, estimate, desc, progress))
     bar = tqdm(total=len(tasks), desc=desc, unit="run", disable=not progress, leave=False)
     try:
         if ray:
@@ -56,6 +108,62 @@ def run_tasks(
         return _run_pool(fn, tasks, count, bar)
     finally:
         bar.close()
+
+
+def _run_counted(fn, tasks: list, workers: int | None, bar: _SimulationBar) -> list:
+    """Tasks whose simulations report themselves through a queue to one bar over simulations."""
+    count = min(workers or default_workers(), len(tasks))
+    try:
+        if count == 1:
+            queue = _InProcess(bar)
+            results = []
+            for i, task in enumerate(tasks):
+                results.append(_counted(fn, queue, i, task))
+                bar.finished(i)
+            return results
+        with multiprocessing.get_context().Manager() as manager:
+            queue = manager.Queue()
+            done = _run_pool(_counted_task, [(fn, queue, i, t) for i, t in enumerate(tasks)], count,
+                             _Finished(bar, queue))
+            _drain(queue, bar)
+            return done
+    finally:
+        bar.close()
+
+
+def _counted_task(packed):
+    return _counted(*packed)
+
+
+class _InProcess:
+    def __init__(self, bar: _SimulationBar):
+        self.bar = bar
+
+    def put(self, index: int) -> None:
+        self.bar.simulated(index)
+
+
+def _drain(queue, bar: _SimulationBar) -> None:
+    while True:
+        try:
+            bar.simulated(queue.get_nowait())
+        except Exception:  # noqa: BLE001 - queue.Empty from a manager proxy
+            return
+
+
+class _Finished:
+    """What `_run_pool` calls `update` on: drains simulation reports, and closes a task's count."""
+
+    def __init__(self, bar: _SimulationBar, queue):
+        self.bar, self.queue = bar, queue
+
+    def update(self, index: int | None = None) -> None:
+        _drain(self.queue, self.bar)
+        if index is not None:
+            self.bar.finished(index)
+
+    def poll(self) -> None:
+        _drain(self.queue, self.bar)
 
 
 def _ignore_interrupts() -> None:
@@ -74,11 +182,17 @@ def _run_pool(fn, tasks: list, workers: int, bar) -> list:
         left = list(range(len(tasks)))
         while left:
             pending[left[0]].wait(0.05)  # short waits: the main thread sees Ctrl-C between them
+            poll = getattr(bar, "poll", None)
+            if poll is not None:
+                poll()
             still = []
             for i in left:
                 if pending[i].ready():
                     results[i] = pending[i].get()  # a task's exception is raised here
-                    bar.update()
+                    if poll is not None:
+                        bar.update(i)
+                    else:
+                        bar.update()
                 else:
                     still.append(i)
             left = still

@@ -4,54 +4,66 @@ The search, in order:
 
 1. Candidates: every GPU type x TP degree x weight dtype x scheduler setting of `plan.search`
    (a "group"), times every replica count in `replicas: {min, max}`.
-2. Memory filter: a group whose weights and activations do not fit in GPU memory, or whose TP degree
-   does not divide the model, is rejected with the reason before anything is simulated.
+2. Pre-checks, before anything is simulated: a group whose weights and activations do not fit in
+   GPU memory, or whose TP degree does not divide the model, is rejected (memory); so is a group
+   whose single-stream prefill or decode time already exceeds a limit, which no replica count can
+   fix (physics, `plan_physics`).
 3. Replica search per group (groups run in parallel): replica counts min, 2 min, 4 min, ... until
    one meets the SLOs, then bisection down to the fewest that do. Latency falls as replicas are
    added, so counts above that one are pruned (more than needed) and counts below a failing one are
    pruned (cannot meet them). A count meets the SLOs when every seed does; seeds stop at the first
    failure. With `n_plus_one`, a deployment of N replicas is simulated with N - 1.
+   A stationary workload is measured by simulated time: warm-up, window and cool-down scaled to
+   the target rate (`run.window`, simulator/scenario/window.py), so a higher target rate measures
+   more requests, not a shorter window; every candidate reports its window and steady state.
 4. Headroom of each group's answer: the sustainable load factor (sustainable rate / target rate),
    by doubling the load until the SLOs break (at most 8x) and `headroom_steps` bisection steps on
-   the first seed. It is reported as the bracket's lower end: the load is known to be sustainable.
-5. With `screening_requests`, steps 3-4 use a shorter workload: the busiest N consecutive requests
-   of a trace, or the first N of a generated workload. The cheapest candidates are then verified on
-   the whole workload with every seed, adding replicas until they pass.
+   the first seed, as simulated (with one replica down under n+1). It is reported as the
+   bracket's lower end: the load is known to be sustainable.
+5. With `screening_requests` (traces), steps 3-4 use the trace's busiest N consecutive requests;
+   the cheapest candidates are then verified on the whole trace with every seed, adding replicas
+   until they pass.
+6. Longer-run check (`confirm_longer`, stationary workloads): the cheapest candidates meeting the
+   SLOs are re-simulated over a window that many times as long; the answer is the cheapest that
+   holds there too (a failing one is retried with one more replica).
 
-The answer is the cheapest ($/hour) candidate meeting every SLO; ties go to the lower p90 TTFT.
+The answer is the cheapest ($/hour) candidate meeting every SLO; ties go to the lower TTFT at the
+decisive percentile.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from simulator.common.errors import ConfigError
-from simulator.common.files import result_files
 from simulator.metrics.objectives import check_slo_key
-from simulator.scenario import Scenario, build_deployment, load_scenario, parse_scenario
-from simulator.studies import capacity_plots
+from simulator.scenario import Scenario, load_scenario, parse_scenario
+from simulator.scenario.window import stationary_rate
 from simulator.studies.parallel import run_tasks
+from simulator.studies.plan_confirm import confirm
+from simulator.studies.plan_physics import physics_reason
+from simulator.studies.plan_result import PlanResult
 from simulator.studies.plan_search import (
     candidate_data,
+    estimated_simulations,
     scale_load,
     screening_window,
     search_group,
     verify_candidate,
 )
 from simulator.studies.search_space import set_path
-from simulator.studies.trials import DETERMINISTIC_NOTE, is_deterministic, rule_for, step_models
+from simulator.studies.trials import DETERMINISTIC_NOTE, is_deterministic, rule_for, steady_data
 from simulator.workload.diurnal import DiurnalArrival, TableProfile, TraceProfile
 
 GROUP_KEYS = ["hardware", "tensor_parallel", "weight_dtype", "max_num_seqs", "chunk_size"]
-SIMULATED_COLUMNS = ["stage", "seeds_run", "ttft_p90_ms", "ttft_p90_std_ms", "tpot_p90_ms", "tpot_p90_std_ms",
-                     "e2e_p90_ms", "attainment_pct", "usd_per_1m_output_tokens", "goodput_rps", "gpu_busy",
-                     "usd_per_hour", "p_slo_met", "slo_met", "saturated", "misses", "shortfall", "headroom",
-                     "headroom_upper"]
+SIMULATED_COLUMNS = ["stage", "seeds_run", "ttft_p90_ms", "tpot_p90_ms", "e2e_p90_ms", "attainment_pct",
+                     "usd_per_1m_output_tokens", "usd_per_1m_total_tokens", "goodput_rps", "gpu_busy",
+                     "batch_occupancy", "token_budget_use", "kv_mean", "usd_per_hour", "p_slo_met", "slo_met",
+                     "saturated", "steady", "steady_reason", "window_s", "warmup_s", "misses", "shortfall",
+                     "headroom", "headroom_upper"]
+TEXT_COLUMNS = ("stage", "misses", "steady_reason", "ci_basis")
 
 
 def _per_request_slo(limits: dict[str, float]) -> dict[str, float]:
@@ -64,70 +76,9 @@ def _per_request_slo(limits: dict[str, float]) -> dict[str, float]:
     return {f"{metric}_ms": value for metric, (_, value) in chosen.items()}
 
 
-# --- the plan ----------------------------------------------------------------------------------
-
-
-@dataclass
-class PlanResult:
-    name: str
-    rule: str
-    target: str
-    candidates: pd.DataFrame  # one row per group x replica count
-    winner: int | None  # index into candidates
-    closest: int | None  # when nothing meets the SLOs: the candidate missing them by the least
-    notes: list[str] = field(default_factory=list)
-    seeds: int = 1
-    simulations: int = 0  # simulations run to reach the answer
-
-    @property
-    def step_models(self) -> dict[str, dict[str, int]]:
-        """Step counts per provenance label of the simulated candidates, per step-time source."""
-        if "step_model" not in self.candidates:
-            return {}
-        rows = self.candidates.dropna(subset=["step_model"])
-        return step_models({"step_model": m, "step_sources": json.loads(s)}
-                           for m, s in zip(rows["step_model"], rows["step_sources"]) if isinstance(s, str))
-
-    @property
-    def feasible(self) -> bool:
-        return self.winner is not None
-
-    def answer(self) -> dict | None:
-        return None if self.winner is None else _jsonable(self.candidates.loc[self.winner].to_dict())
-
-    def save(self, out: str | Path, *, force: bool = False) -> Path:
-        with result_files(out, force=force) as tmp:
-            self.candidates.to_csv(tmp / "candidates.csv", index=False, float_format="%.6g")
-            rejected = self.candidates[self.candidates["status"] == "rejected"]
-            doc = {
-                "scenario": self.name,
-                "feasible": self.feasible,
-                "answer": self.answer(),
-                "closest": None if self.closest is None else _jsonable(self.candidates.loc[self.closest].to_dict()),
-                "slo_rule": self.rule,
-                "target": self.target,
-                "seeds": self.seeds,
-                "simulations": self.simulations,
-                "notes": self.notes,
-                "counts": self.candidates["status"].value_counts().to_dict(),
-                "rejected_groups": sorted(set(rejected["reason"])),
-            }
-            (tmp / "plan.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-            capacity_plots.pareto(self.candidates, tmp / "pareto.png", winner=self.winner)
-        return Path(out)
-
-
-def _jsonable(row: dict) -> dict:
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        out[k] = v.item() if hasattr(v, "item") else v
-    return out
-
-
 def prepare(scenario: Scenario) -> tuple[dict, list[str]]:
-    """The scenario mapping every candidate starts from: target load applied, plan SLOs set."""
+    """The scenario mapping every candidate starts from: target load applied, plan SLOs set, a
+    stationary workload measured by its window."""
     plan, notes = scenario.plan, []
     data = scenario.model_dump(mode="json")
     data["plan"] = None
@@ -143,7 +94,13 @@ def prepare(scenario: Scenario) -> tuple[dict, list[str]]:
     arrival = scenario.workload.arrival
     if isinstance(arrival, DiurnalArrival) and isinstance(arrival.profile, TraceProfile | TableProfile):
         notes.append("the diurnal profile is planned for as a whole: the SLOs must hold over the full period")
-    return data, notes
+    target = parse_scenario(data, base_dir=scenario.base_dir)
+    return steady_data(data, target), notes
+
+
+def group_label(group: dict) -> str:
+    return (f"{group['hardware']} tp={group['tensor_parallel']} {group['weight_dtype']} "
+            f"seqs={group['max_num_seqs']}")
 
 
 def run_plan(
@@ -161,9 +118,12 @@ def run_plan(
         raise ConfigError(f"{path}: no plan: section; add plan: {{search: {{hardware: [...]}}}} (see simulator/studies/plan.py)")
     base, notes = prepare(scenario)
     base_dir = None if scenario.base_dir is None else str(scenario.base_dir)
-    rule = rule_for(parse_scenario(base, base_dir=scenario.base_dir), plan.slo)
+    parsed_base = parse_scenario(base, base_dir=scenario.base_dir)
+    rule = rule_for(parsed_base, plan.slo)
     if rule.empty:
         raise ConfigError("plan: no SLOs to plan for; give plan.slo (e.g. {p90_ttft_ms: 500}) or class SLOs")
+    decisive = [{"key": f"{lim.metric}_p{lim.percentile}", "metric": lim.metric, "percentile": lim.percentile,
+                 "limit_ms": lim.limit_ms} for lim in rule.latency]
     n_seeds = seeds or plan.seeds
     if is_deterministic(scenario) and n_seeds > 1:
         notes.append(DETERMINISTIC_NOTE.format(n=n_seeds))
@@ -175,55 +135,84 @@ def run_plan(
         notes.append("n+1: every candidate of N replicas is simulated with N - 1 and priced for N")
         if not counts:
             raise ConfigError("plan.n_plus_one needs plan.search.replicas.max >= 2")
+    stationary = stationary_rate(parsed_base) is not None
+    if stationary:
+        notes.append("measured by simulated time: each candidate's warm-up is discarded and its window sized to "
+                     "the target rate and the decisive percentile (columns warmup_s, window_s, steady)")
     screen = base
-    if plan.screening_requests:
+    if plan.screening_requests and not stationary:
         screen, where = screening_window(base, plan.screening_requests, scenario.base_dir)
         notes.append(f"replica search on {where}; the {plan.finalists} cheapest answers verified on the whole "
                      "workload with every seed")
+    elif plan.screening_requests:
+        notes.append("screening_requests ignored: a stationary workload is measured by its window, not a request count")
+    screening = screen is not base
 
     groups = plan.search.groups(scenario.scheduler.max_num_seqs, scenario.scheduler.chunk_size)
     rows: list[dict] = []
     jobs = []
+    rejected: dict[str, str] = {}
+    class_slos = {c.name: c.slo for c in parse_scenario(base, base_dir=scenario.base_dir).workload.classes}
     for group in groups:
-        reason = _memory_reason(base, group, scenario.base_dir)
+        reason = _precheck(base, group, scenario.base_dir, scenario.seed, rule, class_slos)
         if reason:
+            rejected[group_label(group)] = reason
             rows += [group | {"replicas": r, "status": "rejected", "reason": reason} for r in plan.search.replica_counts]
             continue
         price = plan.prices.get(group["hardware"])
         jobs.append({"base": screen, "base_dir": base_dir, "group": group, "counts": counts, "seeds": seed_list,
-                     "slo": plan.slo, "n_plus_one": plan.n_plus_one, "price": price,
-                     "headroom_steps": plan.headroom_steps, "stage": "screen" if plan.screening_requests else "full"})
-    found = run_tasks(search_group, jobs, workers=workers, ray=ray, desc="plan: replica search", progress=progress)
+                     "slo": plan.slo, "n_plus_one": plan.n_plus_one, "price": price, "decisive":
+                     [d["key"] for d in decisive], "headroom_steps": plan.headroom_steps,
+                     "stage": "screen" if screening else "full"})
+    found = run_tasks(search_group, jobs, workers=workers, ray=ray, desc="plan: simulations", progress=progress,
+                      estimate=estimated_simulations)
     verified: dict[tuple, dict] = {}
-    if plan.screening_requests:
+    if screening:
         verified = _verify(found, jobs, base, plan.finalists, workers, ray, progress)
     for job, res in zip(jobs, found):
         rows += _group_rows(job, res, verified.get(_gkey(job["group"])), plan.n_plus_one)
+    frame = _frame(rows)
+    simulations = sum(res["simulations"] for res in found)
+    simulations += sum(e["seeds_run"] for res in verified.values() for e in res["evaluated"].values())
+    winner, closest = _choose(frame, decisive)
+    confirm_factor = plan.confirm_longer if stationary else 1.0
+    if winner is not None and confirm_factor > 1:
+        winner, extra, frame = confirm(frame, jobs, winner, confirm_factor, decisive, workers, ray, progress)
+        simulations += extra
+        if winner is None:
+            _, closest = _choose(frame, decisive)
+    target = (f"{plan.target.rate:g} req/s" if plan.target.rate is not None
+              else f"the scenario's load x {plan.target.growth:g}")
+    basis = (f"sustainable load factor (highest rate meeting the SLOs / target rate), first seed only ({seed_list[0]}), "
+             f"{'with one replica down (n+1), ' if plan.n_plus_one else ''}lower end of a bracket narrowed "
+             f"{plan.headroom_steps} time(s)")
+    return PlanResult(scenario.name, rule.describe(), target, frame, winner, closest, notes, n_seeds, simulations,
+                      decisive, basis, confirm_factor, len(groups), rejected)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for col in SIMULATED_COLUMNS:  # present even when nothing could be simulated
         if col not in frame:
-            frame[col] = None if col in ("stage", "misses") else float("nan")
+            frame[col] = None if col in TEXT_COLUMNS else float("nan")
     frame["gpus"] = frame["tensor_parallel"] * frame["replicas"]
     frame["seeds_run"] = frame["seeds_run"].astype("Int64")
-    winner, closest = _choose(frame)
-    target = (f"{plan.target.rate:g} req/s" if plan.target.rate is not None
-              else f"the scenario's load x {plan.target.growth:g}")
-    simulations = sum(res["simulations"] for res in found)
-    simulations += sum(e["seeds_run"] for res in verified.values() for e in res["evaluated"].values())
-    return PlanResult(scenario.name, rule.describe(), target, frame, winner, closest, notes, n_seeds, simulations)
+    frame["usd_per_month"] = frame["usd_per_hour"] * 730.0
+    return frame
 
 
 def _gkey(group: dict) -> tuple:
     return tuple(group[k] for k in GROUP_KEYS)
 
 
-def _memory_reason(base: dict, group: dict, base_dir) -> str:
+def _precheck(base: dict, group: dict, base_dir, seed: int, rule, class_slos) -> str:
+    """Memory first (does it fit at all), then physics (can any replica count meet the SLOs)."""
     data = candidate_data(base, group, 1, False, None)
     try:
-        build_deployment(parse_scenario(data, source="plan candidate", base_dir=base_dir))
+        reason, _ = physics_reason(data, base_dir, seed, rule, class_slos)
     except ConfigError as exc:
-        return str(exc)
-    return ""
+        return f"memory: {exc}"
+    return reason
 
 
 def _verify(found, jobs, base, finalists, workers, ray, progress) -> dict[tuple, dict]:
@@ -282,12 +271,17 @@ def _set(rows: list[dict], replicas: int, **values) -> None:
             row.update(values)
 
 
-def _choose(frame: pd.DataFrame) -> tuple[int | None, int | None]:
+def tie_break(decisive: list[dict]) -> str:
+    ttft = [d["key"] for d in decisive if d["metric"] == "ttft"]
+    return f"{ttft[0]}_ms" if ttft else "ttft_p90_ms"
+
+
+def _choose(frame: pd.DataFrame, decisive: list[dict]) -> tuple[int | None, int | None]:
     ok = frame[frame["status"] == "met"]
     if "stage" in frame and (frame["stage"] == "screen").any():
-        ok = ok[ok["stage"] == "full"]
+        ok = ok[ok["stage"] != "screen"]
     if len(ok):
-        return int(ok.sort_values(["usd_per_hour", "ttft_p90_ms"]).index[0]), None
+        return int(ok.sort_values(["usd_per_hour", tie_break(decisive)]).index[0]), None
     tried = frame[frame["status"] == "missed"]
     if not len(tried):
         return None, None

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from simulator.common.errors import ConfigError
 from simulator.studies.search_space import set_path
-from simulator.studies.trials import Trial, run_trial
+from simulator.studies.trials import LATENCY_COLUMNS, Trial, run_trial
 from simulator.workload import resolve_path, traces
 
 MAX_HEADROOM = 8.0
@@ -78,10 +79,13 @@ def candidate_data(base: dict, group: dict, replicas: int, n_plus_one: bool, pri
     return data
 
 
-def _trial_rows(job: dict, replicas: int, seeds: list[int], factor: float = 1.0, stop_early: bool = True):
+def _trial_rows(job: dict, replicas: int, seeds: list[int], factor: float = 1.0, stop_early: bool = True,
+                window: dict | None = None):
     data = candidate_data(job["base"], job["group"], replicas, job["n_plus_one"], job["price"])
     if factor != 1.0:
         data = scale_load(data, factor)
+    if window is not None:
+        data = set_path(data, "run.window", window)
     rows = []
     for seed in seeds:
         trial = Trial(data, job["base_dir"], seed, job["slo"], replicas if job["n_plus_one"] else None)
@@ -91,19 +95,42 @@ def _trial_rows(job: dict, replicas: int, seeds: list[int], factor: float = 1.0,
     return rows
 
 
-def _summarise(rows: list[dict], replicas: int, stage: str) -> dict:
+MEAN_COLUMNS = [*LATENCY_COLUMNS, "attainment_pct", "usd_per_1m_output_tokens", "usd_per_1m_total_tokens",
+                "goodput_rps", "gpu_busy", "batch_occupancy", "token_budget_use", "kv_mean", "kv_peak",
+                "window_s", "warmup_s"]
+
+
+def seed_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """t interval of the mean over seeds (NaN with fewer than two)."""
+    values = values[~np.isnan(values)]
+    if values.size < 2:
+        return math.nan, math.nan
+    half = float(stats.t.ppf((1 + confidence) / 2, values.size - 1)) * values.std(ddof=1) / np.sqrt(values.size)
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def _summarise(rows: list[dict], replicas: int, stage: str, decisive: list[str]) -> dict:
+    """One candidate over its seeds: means, and for every decisive percentile its interval (over
+    seeds with two or more, else within the one run, by batch means)."""
     frame = pd.DataFrame(rows)
     out: dict[str, Any] = {"replicas": replicas, "stage": stage, "seeds_run": len(rows)}
-    for col in ("ttft_p90_ms", "tpot_p90_ms", "e2e_p90_ms", "attainment_pct", "usd_per_1m_output_tokens",
-                "goodput_rps", "gpu_busy"):
-        values = pd.to_numeric(frame[col], errors="coerce")
-        out[col] = values.mean()
-        if col in ("ttft_p90_ms", "tpot_p90_ms"):
-            out[col.replace("_ms", "_std_ms")] = values.std(ddof=1) if len(values) > 1 else 0.0
+    for col in MEAN_COLUMNS:
+        out[col] = pd.to_numeric(frame.get(col), errors="coerce").mean() if col in frame else math.nan
+    for key in decisive:
+        values = pd.to_numeric(frame[f"{key}_ms"], errors="coerce").to_numpy(float)
+        low, high = seed_interval(values)
+        if len(rows) == 1 and f"{key}_run_ci_low_ms" in frame:
+            low, high = frame[f"{key}_run_ci_low_ms"].iloc[0], frame[f"{key}_run_ci_high_ms"].iloc[0]
+        out[f"{key}_ci_low_ms"], out[f"{key}_ci_high_ms"] = low, high
+        out[f"{key}_std_ms"] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else 0.0
+    out["ci_basis"] = f"t over {len(rows)} seeds" if len(rows) > 1 else "batch means within the run"
     out["usd_per_hour"] = rows[0]["usd_per_hour"]
     out["p_slo_met"] = float(frame["slo_met"].mean())
     out["slo_met"] = bool(frame["slo_met"].all())
     out["saturated"] = bool(frame["saturated"].any())
+    out["steady"] = bool(frame["steady"].all()) if "steady" in frame else False
+    unsteady = [r["steady_reason"] for r in rows if not r.get("steady")]
+    out["steady_reason"] = unsteady[0] if unsteady else rows[0].get("steady_reason", "")
     failed = [r for r in rows if not r["slo_met"]]
     out["misses"] = "; ".join(failed[0]["misses"]) if failed else ""
     out["shortfall"] = max(_shortfall(r) for r in rows)
@@ -131,7 +158,7 @@ def search_group(job: dict) -> dict:
 
     def met(r: int) -> bool:
         if r not in evaluated:
-            evaluated[r] = _summarise(_trial_rows(job, r, seeds), r, job["stage"])
+            evaluated[r] = _summarise(_trial_rows(job, r, seeds), r, job["stage"], job["decisive"])
         return evaluated[r]["slo_met"]
 
     lo_fail, hi_ok, probe = None, None, counts[0]
@@ -183,7 +210,26 @@ def verify_candidate(job: dict) -> dict:
     """Whole-workload check of a screened answer: add replicas until every seed meets the SLOs."""
     evaluated = {}
     for r in [c for c in job["counts"] if c >= job["start"]]:
-        evaluated[r] = _summarise(_trial_rows(job, r, job["seeds"]), r, job["stage"])
+        evaluated[r] = _summarise(_trial_rows(job, r, job["seeds"]), r, job["stage"], job["decisive"])
         if evaluated[r]["slo_met"]:
             return {"group": job["group"], "evaluated": evaluated, "best": r}
     return {"group": job["group"], "evaluated": evaluated, "best": None}
+
+
+def confirm_candidate(job: dict) -> dict:
+    """One candidate on a window `factor` times as long as its own, first seed, no extensions:
+    does the answer hold when the run is made longer?"""
+    window = {"warmup_s": job["warmup_s"], "measure_s": job["window_s"] * job["factor"], "max_extensions": 0}
+    rows = _trial_rows(job, job["replicas"], job["seeds"][:1], window=window)
+    return _summarise(rows, job["replicas"], "long", job["decisive"])
+
+
+def estimated_simulations(job: dict) -> int:
+    """About how many simulations `search_group` runs for a job (for the progress bar)."""
+    counts, seeds = job["counts"], len(job["seeds"])
+    doubling = max(1, math.ceil(math.log2(max(counts[-1] / counts[0], 1))) + 1)
+    probes = doubling + 1
+    sims = probes + (seeds - 1) * 2  # failing probes stop after one seed; the passing ones run all
+    if job["headroom_steps"] > 0:
+        sims += 2 + job["headroom_steps"]
+    return sims

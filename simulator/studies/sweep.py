@@ -24,9 +24,11 @@ import pandas as pd
 
 from simulator.common.errors import ConfigError
 from simulator.common.files import result_files
+from simulator.metrics.tables import write_table
 from simulator.scenario import Scenario, parse_scenario, read_scenario_data
 from simulator.studies import capacity_plots
 from simulator.studies.parallel import run_tasks
+from simulator.studies.plan_search import seed_interval
 from simulator.studies.search_space import Axis, grid, parse_axes, set_path
 from simulator.studies.trials import (
     DETERMINISTIC_NOTE,
@@ -35,6 +37,7 @@ from simulator.studies.trials import (
     is_deterministic,
     rule_for,
     run_trial,
+    steady_data,
     step_models,
 )
 
@@ -54,13 +57,20 @@ class SweepResult:
     slo_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     step_models: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> label -> steps
+    decisive: list[dict] = field(default_factory=list)  # the SLOs' percentiles: [{key, metric, percentile, limit_ms}]
 
-    def save(self, out: str | Path, *, force: bool = False) -> Path:
+    @property
+    def slo_met(self) -> bool:
+        return bool(self.points["slo_met"].all())
+
+    @property
+    def saturated(self) -> bool:
+        return bool(self.points["saturated"].any())
+
+    def save(self, out: str | Path, *, force: bool = False, formats: tuple[str, ...] = ("csv",)) -> Path:
         with result_files(out, force=force) as tmp:
-            self.points.drop(columns=["misses"], errors="ignore").to_csv(tmp / "sweep.csv", index=False,
-                                                                          float_format="%.6g")
-            self.runs.drop(columns=["checks", "step_sources"], errors="ignore").to_csv(tmp / "runs.csv", index=False,
-                                                                       float_format="%.6g")
+            write_table(self.points.drop(columns=["misses"], errors="ignore"), tmp / "sweep", formats)
+            write_table(self.runs.drop(columns=["checks", "step_sources"], errors="ignore"), tmp / "runs", formats)
             others = self.keys[1:]
             single = self.max_rate[0]["max_rate"] if len(self.max_rate) == 1 else None
             capacity_plots.load_latency(self.points, self.keys[0], tmp / "load_latency.png", group=others or None,
@@ -78,7 +88,9 @@ def _points_for(data: dict, base_dir: Path, source: str, assignments: list[dict]
         for key, value in values.items():
             point = set_path(point, key, value)
         where = source + "".join(f" [{k}={v}]" for k, v in values.items())
-        scenarios.append(parse_scenario(point, source=where, base_dir=base_dir))
+        scenario = parse_scenario(point, source=where, base_dir=base_dir)
+        steady = steady_data(point, scenario)
+        scenarios.append(scenario if steady is point else parse_scenario(steady, source=where, base_dir=base_dir))
     return scenarios
 
 
@@ -87,10 +99,17 @@ def _aggregate(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     for values, group in runs.groupby(keys, sort=False):
         row = dict(zip(keys, np.atleast_1d(values)))
         for col in LATENCY_COLUMNS + ["throughput_rps", "output_tokens_per_s", "goodput_rps", "attainment_pct",
-                                      "usd_per_1m_output_tokens"]:
-            row[col] = pd.to_numeric(group[col], errors="coerce").mean()
-        row["ttft_p90_std_ms"] = pd.to_numeric(group["ttft_p90_ms"], errors="coerce").std(ddof=1)
-        row["tpot_p90_std_ms"] = pd.to_numeric(group["tpot_p90_ms"], errors="coerce").std(ddof=1)
+                                      "usd_per_1m_output_tokens", "gpu_busy", "batch_occupancy", "token_budget_use",
+                                      "kv_mean", "warmup_s", "window_s"]:
+            row[col] = pd.to_numeric(group[col], errors="coerce").mean() if col in group else np.nan
+        for col in LATENCY_COLUMNS:
+            values = pd.to_numeric(group[col], errors="coerce").to_numpy(float)
+            row[col.replace("_ms", "_std_ms")] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 \
+                else np.nan
+            row[col.replace("_ms", "_ci_low_ms")], row[col.replace("_ms", "_ci_high_ms")] = seed_interval(values)
+        row["steady"] = bool(group["steady"].all()) if "steady" in group else False
+        unsteady = group.loc[~group["steady"].astype(bool), "steady_reason"] if "steady" in group else []
+        row["steady_reason"] = unsteady.iloc[0] if len(unsteady) else ""
         row["p_slo_met"] = float(group["slo_met"].mean())
         row["slo_met"] = bool(group["slo_met"].all())
         row["saturated"] = bool(group["saturated"].any())
@@ -200,5 +219,7 @@ def run_sweep(
     for lim in rule.latency:
         if lim.metric in ("ttft", "tpot"):
             slo_ms[lim.metric] = min(slo_ms.get(lim.metric, np.inf), lim.limit_ms)
+    decisive = [{"key": f"{lim.metric}_p{lim.percentile}", "metric": lim.metric, "percentile": lim.percentile,
+                 "limit_ms": lim.limit_ms} for lim in rule.latency]
     return SweepResult(first.name, keys, points, runs, rule.describe() if not rule.empty else "", results, slo_ms,
-                       notes, step_models(sweeper.runs))
+                       notes, step_models(sweeper.runs), decisive)

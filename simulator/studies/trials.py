@@ -7,6 +7,7 @@ cross process boundaries).
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,12 @@ from typing import Any
 from simulator.execution.kernels.provenance import source_of
 from simulator.metrics.objectives import SLORule
 from simulator.scenario import Scenario, parse_scenario
+from simulator.scenario.window import decisive_percentiles, stationary_rate
+from simulator.studies.parallel import simulation_done
 from simulator.workload import TraceArrival
 
-LATENCY_COLUMNS = [f"{m}_p{p}_ms" for m in ("ttft", "tpot") for p in (50, 90, 99)] + ["e2e_p90_ms"]
+PERCENTILE_METRICS = ("ttft", "tpot", "e2e", "itl")
+LATENCY_COLUMNS = [f"{m}_p{p}_ms" for m in PERCENTILE_METRICS for p in (50, 90, 95, 99)]
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,17 @@ def is_deterministic(scenario: Scenario) -> bool:
     )
 
 
+def steady_data(data: dict[str, Any], scenario: Scenario) -> dict[str, Any]:
+    """A scenario mapping measured by simulated time: `run.window: {}` (the defaults, scaled to
+    the rate) for a stationary workload that names no window; traces and diurnal profiles as they
+    are."""
+    if scenario.run.window is not None or stationary_rate(scenario) is None:
+        return data
+    out = copy.deepcopy(data)
+    out.setdefault("run", {})["window"] = {}
+    return out
+
+
 def rule_for(scenario: Scenario, slo: dict[str, float] | None) -> SLORule:
     if slo:
         return SLORule.from_limits(slo)
@@ -71,19 +86,24 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
 
     base = task["base_dir"]
     scenario = parse_scenario(task["scenario"], base_dir=Path(base) if base else None)
-    results = run(scenario, seed=task["seed"])
+    results = run(scenario, seed=task["seed"], decisive=decisive_percentiles(scenario, task["slo"]))
+    simulation_done()
     s = results.summary
     verdict = rule_for(scenario, task["slo"]).evaluate(s)
     per_hour = s.cost_per_hour
     if task.get("billed_replicas"):
         per_hour = per_hour / scenario.deployment.replicas * task["billed_replicas"]
     row: dict[str, Any] = {"seed": task["seed"]}
-    for metric in ("ttft", "tpot"):
-        for p in (50, 90, 99):
+    for metric in PERCENTILE_METRICS:
+        for p in (50, 90, 95, 99):
             value = getattr(s.latency[metric], f"p{p}")
             row[f"{metric}_p{p}_ms"] = None if value is None else value * 1000
-    e2e = s.latency["e2e"].p90
-    row["e2e_p90_ms"] = None if e2e is None else e2e * 1000
+    row.update(_measurement(results.info))
+    met, misses = verdict.met, verdict.misses()
+    if met and "window" in results.info and not row["steady"]:
+        # a window that never showed a steady state cannot vouch for its percentiles
+        met, misses = False, [f"not steady: {row['steady_reason']}"]
+    total_tokens = s.prompt_tokens + s.output_tokens
     output_cost = per_hour * s.duration / 3600 / s.output_tokens * 1e6 if s.output_tokens else None
     row.update(
         {
@@ -92,11 +112,12 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
             "goodput_rps": s.goodput,
             "attainment_pct": None if s.slo_attainment is None else s.slo_attainment * 100,
             "saturated": s.saturated,
-            "slo_met": verdict.met,
-            "misses": verdict.misses(),
+            "slo_met": met,
+            "misses": misses,
             "checks": verdict.to_dict()["checks"],
             "usd_per_hour": per_hour,
             "usd_per_1m_output_tokens": output_cost,
+            "usd_per_1m_total_tokens": per_hour * s.duration / 3600 / total_tokens * 1e6 if total_tokens else None,
             "gpu_busy": s.gpu_busy_fraction,
             "requests": s.total,
             "unfinished": s.unfinished,
@@ -109,6 +130,24 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
         scaling = results.info["autoscaling"]
         row.update({k: scaling[k] for k in ("mean_replicas", "peak_replicas", "usd_per_day")})
     return row
+
+
+def _measurement(info: dict[str, Any]) -> dict[str, Any]:
+    """The window, the steady-state verdict with each decisive percentile's interval within the
+    run, and the utilisation, as flat columns."""
+    state, window, use = info.get("steady_state", {}), info.get("window"), info.get("utilisation", {})
+    out: dict[str, Any] = {
+        "warmup_s": window["warmup_s"] if window else 0.0,
+        "window_s": window["measure_s"] if window else state.get("window_s"),
+        "window_extensions": window["extensions"] if window else 0,
+        "steady": bool(state.get("steady", False)),
+        "steady_reason": state.get("reason", ""),
+    }
+    for key, (_, low, high) in state.get("intervals", {}).items():
+        out[f"{key}_run_ci_low_ms"], out[f"{key}_run_ci_high_ms"] = low, high
+    for key in ("batch_occupancy", "token_budget_use", "kv_mean", "kv_peak"):
+        out[key] = use.get(key)
+    return out
 
 
 def step_models(rows) -> dict[str, dict[str, int]]:

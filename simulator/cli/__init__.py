@@ -1,6 +1,7 @@
 """The `llmsim` command line: one subcommand per question a user asks.
 
-The simulator's own commands (run, sweep, plan, compare) are defined here. Packages above the
+The simulator's own commands (run, sweep, plan, compare, schema) are defined here (the handlers
+in run_command.py and study_commands.py, what scripts need in scripting.py). Packages above the
 simulator add theirs through the `llmsim.commands` entry points (a function that adds its
 subparsers): calibration (profile, calibrate, bench, validate) and the engine (serve).
 """
@@ -10,93 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
-from pathlib import Path
 
+from simulator.cli.run_command import cmd_run
+from simulator.cli.schema_command import add_schema_parser
+from simulator.cli.scripting import add_scripting_options, llmsim_version
+from simulator.cli.study_commands import cmd_compare, cmd_plan, cmd_sweep
 from simulator.common.errors import ConfigError
-from simulator.execution.kernels.provenance import format_step_sources
 
 COMMANDS_GROUP = "llmsim.commands"
-
-
-def _cmd_run(args) -> int:
-    from simulator.metrics.report import print_summary, request_changes
-    from simulator.scenario import load_scenario, run
-
-    scenario = load_scenario(args.scenario, args.set)
-    results = run(scenario, seed=args.seed)
-    out = Path(args.out) if args.out else Path("results") / scenario.name
-    results.save(out, force=args.force)
-    print_summary(results.summary, title=f"{scenario.name}: {results.description}")
-    print(f"results: {out}/ (summary.json, requests.csv, timeseries.csv, plots/*.png)")
-    for line in request_changes(results.info):
-        print(line)
-    _print_scheduling(results.info)
-    _print_extrapolated(results.info)
-    if (line := format_step_sources(results.info)) is not None:
-        print(line)
-    if "autoscaling" in results.info:
-        _print_autoscaling(scenario, results, args.compare_fixed)
-    return 0
-
-
-def _print_extrapolated(info: dict) -> None:
-    """Say how many step times came from outside the calibration's measured range."""
-    extrapolated, steps = info.get("extrapolated_steps", 0), info.get("steps", 0)
-    if extrapolated:
-        execution = info.get("execution", {})
-        where = execution.get("calibration") or execution.get("kernel_tables") or "the calibration"
-        print(f"extrapolated: {extrapolated:,} of {steps:,} steps ({extrapolated / max(steps, 1):.1%}) lie outside "
-              f"the range measured for {where}; their times are extrapolations")
-
-
-def _print_scheduling(info: dict) -> None:
-    """One line each for prefix caching, swapping and speculative decoding, when used."""
-    if "prefix_cache_hit_rate" in info:
-        note = f" ({info['prefix_cache_note']})" if "prefix_cache_note" in info else ""
-        print(f"prefix cache: {info['prefix_cache_hit_rate']:.1%} of prompt tokens found cached{note}")
-    if "swap_outs" in info:
-        print(f"swap: {info['swap_outs']:,} preemptions swapped KV to host memory")
-    spec = info.get("speculative")
-    if spec and spec["verify_steps"]:
-        print(f"speculative decoding: {spec['acceptance']:.1%} of draft tokens accepted, "
-              f"{spec['tokens_per_verify_step']:.2f} tokens per sequence per verify step")
-
-
-def _print_autoscaling(scenario, results, compare: bool) -> None:
-    scaling = results.info["autoscaling"]
-    print(f"autoscaling: {scaling['mean_replicas']:.2f} replicas on average, peak {scaling['peak_replicas']}, "
-          f"{scaling['replica_hours']:.2f} replica-hours, ${scaling['usd_per_day']:,.2f} per day "
-          "(replicas over time: replicas.csv, plots/replicas.png)")
-    if compare:
-        from simulator.studies.scaling_compare import autoscaled_vs_fixed
-
-        table, _ = autoscaled_vs_fixed(scenario, seed=results.info["seed"])
-        print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-
-
-def _cmd_sweep(args) -> int:
-    from simulator.studies.capacity_report import print_sweep
-    from simulator.studies.sweep import run_sweep
-
-    result = run_sweep(args.scenario, args.set, seeds=args.seeds, workers=args.workers, ray=args.ray,
-                       max_rate=True if args.max_rate else None)
-    out = Path(args.out) if args.out else Path("results") / result.name / "sweep"
-    result.save(out, force=args.force)
-    print_sweep(result)
-    print(f"results: {out}/ (sweep.csv, runs.csv, load_latency.png{', max_rate.json' if result.max_rate else ''})")
-    return 0
-
-
-def _cmd_plan(args) -> int:
-    from simulator.studies.capacity_report import print_plan
-    from simulator.studies.plan import run_plan
-
-    result = run_plan(args.scenario, overrides=args.set, seeds=args.seeds, workers=args.workers, ray=args.ray)
-    out = Path(args.out) if args.out else Path("results") / result.name / "plan"
-    result.save(out, force=args.force)
-    print_plan(result)
-    print(f"results: {out}/ (candidates.csv, plan.json, pareto.png)")
-    return 0 if result.feasible else 1
 
 
 def _add_result_options(p: argparse.ArgumentParser) -> None:
@@ -114,7 +36,9 @@ def _add_parallel_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmsim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="llmsim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"llmsim {llmsim_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="simulate a scenario and report latency, throughput and cost")
@@ -128,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compare-fixed", action="store_true",
                    help="with autoscaling: also run a fixed deployment sized for the peak and compare")
-    p.set_defaults(func=_cmd_run)
+    add_scripting_options(p)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="load-latency curves over any scenario field; highest rate meeting SLOs")
     p.add_argument("scenario", help="scenario YAML file")
@@ -144,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/sweep)")
     _add_result_options(p)
     _add_parallel_options(p)
-    p.set_defaults(func=_cmd_sweep)
+    add_scripting_options(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plan", help="the cheapest deployment meeting the SLOs of the scenario's plan: section")
     p.add_argument("scenario", help="scenario YAML file with a plan: section")
@@ -154,28 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field, e.g. --set plan.n_plus_one=true (repeatable)")
     _add_parallel_options(p)
-    p.set_defaults(func=_cmd_plan)
+    add_scripting_options(p)
+    p.set_defaults(func=cmd_plan)
 
     _add_compare_parser(sub)
+    add_schema_parser(sub)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         entry.load()(sub)  # commands of the engine and of calibration, which the simulator does not import
     return parser
-
-
-def _cmd_compare(args) -> int:
-    from simulator.scenario import load_scenario
-    from simulator.studies.compare import compare, parse_variant, policy_variant
-    from simulator.studies.compare_report import print_comparison, save_comparison
-
-    scenario = load_scenario(args.scenario, args.set)
-    variants = [policy_variant(v) if kind == "policy" else parse_variant(v) for kind, v in args.variants]
-    comparison = compare(scenario, variants, args.replications, seed=args.seed, workers=args.workers,
-                         ray=args.ray, progress=True)
-    out = Path(args.out) if args.out else Path("results") / scenario.name / "compare"
-    save_comparison(comparison, out, force=args.force)
-    print_comparison(comparison)
-    print(f"results: {out}/ (comparison.csv, comparison.json, runs.csv, plots/*.png)")
-    return 0
 
 
 class _VariantAction(argparse.Action):
@@ -190,11 +102,13 @@ class _VariantAction(argparse.Action):
 _COMPARE_HELP = """\
 Simulate each variant of a scenario with the same seeds (replication r uses seed BASE + r for
 every variant, so all variants serve identical arrivals and lengths) and report, for each
-metric, every variant's mean and its mean paired difference from the first variant (the
-baseline) with a 95% t confidence interval.
+metric, every variant's mean and its paired difference from the first variant (the baseline)
+with a 95% paired-bootstrap confidence interval, the ratio to the baseline with its interval,
+and p-values adjusted across the metrics compared (Holm).
 
 Variants, in the order given (the first is the baseline):
-  --policy NAME            a batching policy (scheduler.policy=NAME) or a router (router=NAME)
+  --policy NAME            a batching policy (scheduler.policy=NAME), a router (router=NAME),
+                           or your own policy class as module:Class (docs/policies.md)
   --variant NAME:K=V,K=V   any scenario overrides, as --set takes them; NAME alone (or NAME:)
                            is the scenario as written
 
@@ -220,7 +134,8 @@ def _add_compare_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field for every variant, e.g. --set workload.arrival.rate=4")
     _add_parallel_options(p)
-    p.set_defaults(func=_cmd_compare)
+    add_scripting_options(p, fail_on=("saturated",))
+    p.set_defaults(func=cmd_compare)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,5 +152,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
