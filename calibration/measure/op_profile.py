@@ -54,7 +54,7 @@ from simulator.spec import get_hardware, get_model, hardware_names
 
 ENGINE = "llmsim"
 BLOCK = 16
-COLD_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}  # weight copies rotated per GEMM: more than the caches
+COLD_BYTES = {"cpu": 256 << 20, "cuda": 512 << 20}  # weight copies rotated per GEMM: more than the caches
 MAX_COPIES = 16
 TABLE_DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "bf16"}  # fp16 runs at bf16's speed (step_model)
 
@@ -71,12 +71,12 @@ def gemm_cases(gemms, ms, dtype, device):
     """One case per (site, M): y = linear(x[:M], W) with W cycling through cold copies."""
     top = max(ms)
     gen = torch.Generator().manual_seed(0)
+    inputs = {k: torch.randn(top, k, generator=gen).to(dtype=dtype, device=device) for k in sorted({k for _, k in gemms})}
     cases = []
     for n, k in gemms:
         copies = max(1, min(MAX_COPIES, COLD_BYTES[device.type] // (n * k * torch.finfo(dtype).bits // 8)))
         weights = [(torch.randn(n, k, generator=gen) * 0.02).to(dtype=dtype, device=device) for _ in range(copies)]
-        x = torch.randn(top, k, generator=gen).to(dtype=dtype, device=device)
-        cycle = itertools.cycle(weights)
+        x, cycle = inputs[k], itertools.cycle(weights)
         cases += [((n, k, m), lambda m=m, x=x, cycle=cycle: linear(x[:m], next(cycle))) for m in ms]
     return cases
 
@@ -96,15 +96,17 @@ def _cells(batches, seqs, budget):
 def context_cases(s: Slice, plan: OpPlan, dtype, device):
     """Prefill attention of b sequences of s new tokens each, nothing cached (the table has no
     cached-prefix axis; the step model scales it for one)."""
-    kv = PagedKVCache(1, 1, BLOCK, s.kv_heads, s.head_dim, dtype, device)
+    kv = PagedKVCache(1, 1, BLOCK, s.kv_heads, s.head_dim, dtype, device)  # nothing cached: never read
+    cells = _cells(plan.context_batch, plan.context_seq, plan.context_tokens)
+    most = max(b * seq for b, seq in cells)
+    q = torch.randn(most, s.heads, s.head_dim).to(dtype=dtype, device=device)  # cells take prefixes
+    k = torch.randn(most, s.kv_heads, s.head_dim).to(dtype=dtype, device=device)
+    v = torch.randn_like(k)
     cases = []
-    for b, seq in _cells(plan.context_batch, plan.context_seq, plan.context_tokens):
-        blocks = -(-seq // BLOCK)
-        step = prepare_step(StepBatch([[0] * seq] * b, [0] * b, [[0] * blocks] * b), BLOCK, device)
-        q = torch.randn(b * seq, s.heads, s.head_dim).to(dtype=dtype, device=device)
-        k = torch.randn(b * seq, s.kv_heads, s.head_dim).to(dtype=dtype, device=device)
-        v = torch.randn_like(k)
-        cases.append(((b, seq), lambda q=q, k=k, v=v, step=step: paged_attention(q, k, v, step, kv, 0)))
+    for b, seq in cells:
+        step = prepare_step(StepBatch([[0] * seq] * b, [0] * b, [[0] * -(-seq // BLOCK)] * b), BLOCK, device)
+        n = b * seq
+        cases.append(((b, seq), lambda n=n, step=step: paged_attention(q[:n], k[:n], v[:n], step, kv, 0)))
     return cases
 
 
@@ -112,14 +114,14 @@ def decode_cases(s: Slice, plan: OpPlan, dtype, device):
     """Decode attention of b rows, each reading a KV length of `length` from the paged cache."""
     cells = _cells(plan.decode_batch, plan.decode_len, plan.decode_tokens)
     most = max(b * -(-length // BLOCK) for b, length in cells)
-    kv = PagedKVCache(1, most, BLOCK, s.kv_heads, s.head_dim, dtype, device)
+    kv = PagedKVCache(1, most, BLOCK, s.kv_heads, s.head_dim, dtype, device)  # shared by every cell
+    q = torch.randn(max(b for b, _ in cells), s.heads, s.head_dim).to(dtype=dtype, device=device)
     cases = []
     for b, length in cells:
         per = -(-length // BLOCK)
         tables = [list(range(i * per, (i + 1) * per)) for i in range(b)]
         step = prepare_step(StepBatch([[0]] * b, [length - 1] * b, tables), BLOCK, device)
-        q = torch.randn(b, s.heads, s.head_dim).to(dtype=dtype, device=device)
-        cases.append(((b, length), lambda q=q, step=step: paged_attention(q, None, None, step, kv, 0)))
+        cases.append(((b, length), lambda b=b, step=step: paged_attention(q[:b], None, None, step, kv, 0)))
     return cases
 
 
