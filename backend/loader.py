@@ -1,8 +1,10 @@
 """Load a local Hugging Face checkpoint folder (config.json + *.safetensors) into the backend model.
 
-Two steps, each with its own table: config.json keys become a ModelSpec, then checkpoint tensor
-names become slices of the model's parameters (q/k/v rows of `qkv_proj`, gate/up rows of
-`gate_up_proj`; everything else one to one). Llama, Mistral and Qwen2 checkpoints share this layout.
+Two steps, each with its own table: config.json keys become a ModelSpec (and the model's
+Variant), then checkpoint tensor names become slices of the model's parameters (q/k/v rows of
+`qkv_proj`, gate/up rows of `gate_up_proj`; everything else one to one). Llama, Mistral and
+Qwen2 checkpoints share this layout; Mixtral, Qwen2-MoE and Qwen3-MoE add experts
+(backend/moe_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import torch
 from safetensors import safe_open
 
 from backend.model import Llama
+from backend.moe_checkpoint import MOE_MODEL_TYPES, Index, moe_fields, moe_layer_map, variant_from_config
 from simulator.common.errors import ConfigError
 from simulator.spec import ModelSpec
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", *MOE_MODEL_TYPES)
+BIASED_QKV = ("qwen2", "qwen2_moe")  # model types with q/k/v biases unless config.json says otherwise
 
 # Keys of config.json a checkpoint must have, and the ModelSpec field each one fills.
 REQUIRED_KEYS = {
@@ -69,6 +73,8 @@ def spec_from_config(config: dict, name: str = "checkpoint") -> ModelSpec:
             stacklevel=2,
         )
     fields = {field: config[key] for key, field in REQUIRED_KEYS.items()}
+    if model_type in MOE_MODEL_TYPES:
+        fields.update(moe_fields(config, model_type, name))
     return ModelSpec(
         name=name,
         **fields,
@@ -78,13 +84,13 @@ def spec_from_config(config: dict, name: str = "checkpoint") -> ModelSpec:
         rope_theta=float(config.get("rope_theta") or rope.get("rope_theta") or 10000.0),
         rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
-        attention_bias=bool(config.get("attention_bias", model_type == "qwen2")),
+        attention_bias=bool(config.get("attention_bias", model_type in BIASED_QKV)),
         source=f"config.json of {name}",
     )
 
 
-def read_spec(path: str | Path) -> ModelSpec:
-    """The ModelSpec of a checkpoint folder, without reading its tensors."""
+def read_config(path: str | Path) -> dict:
+    """The contents of a checkpoint folder's config.json."""
     folder = _folder(path)
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -93,11 +99,19 @@ def read_spec(path: str | Path) -> ModelSpec:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{config_file} is not valid JSON: {exc}") from None
-    return spec_from_config(config, name=folder.name)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_file} must hold a JSON object")
+    return config
 
 
-def parameter_map(spec: ModelSpec) -> dict[str, tuple[str, slice | None]]:
-    """Checkpoint tensor name -> (model parameter name, rows of that parameter it fills, or None for all)."""
+def read_spec(path: str | Path) -> ModelSpec:
+    """The ModelSpec of a checkpoint folder, without reading its tensors."""
+    return spec_from_config(read_config(path), name=_folder(path).name)
+
+
+def parameter_map(spec: ModelSpec, model_type: str = "llama") -> dict[str, tuple[str, Index]]:
+    """Checkpoint tensor name -> (model parameter name, the part of it the tensor fills: rows, an
+    expert and its rows, or None for all)."""
     q = spec.num_heads * spec.head_dim
     kv = spec.num_kv_heads * spec.head_dim
     inter = spec.intermediate_size
@@ -114,16 +128,24 @@ def parameter_map(spec: ModelSpec) -> dict[str, tuple[str, slice | None]]:
         "mlp.gate_proj": ("mlp.gate_up_proj", slice(0, inter)),
         "mlp.up_proj": ("mlp.gate_up_proj", slice(inter, 2 * inter)),
     }
+    norms = ["input_layernorm", "post_attention_layernorm"]
+    if variant_from_config({"model_type": model_type}).qk_norm:
+        norms += ["self_attn.q_norm", "self_attn.k_norm"]
     for i in range(spec.num_layers):
         hf, ours = f"model.layers.{i}.", f"layers.{i}."
+        moe = spec.is_moe and i >= spec.first_dense_layers
         for module, (target, rows) in fused_rows.items():
+            if moe and module.startswith("mlp"):
+                continue
             mapping[f"{hf}{module}.weight"] = (f"{ours}{target}.weight", rows)
             if spec.attention_bias and module.startswith("self_attn"):
                 mapping[f"{hf}{module}.bias"] = (f"{ours}{target}.bias", rows)
-        for module in ("self_attn.o_proj", "mlp.down_proj"):
+        for module in ("self_attn.o_proj",) if moe else ("self_attn.o_proj", "mlp.down_proj"):
             mapping[f"{hf}{module}.weight"] = (f"{ours}{module}.weight", None)
-        for norm in ("input_layernorm", "post_attention_layernorm"):
+        for norm in norms:
             mapping[f"{hf}{norm}.weight"] = (f"{ours}{norm}.weight", None)
+        if moe:
+            mapping.update(moe_layer_map(spec, model_type, i))
     return mapping
 
 
@@ -136,9 +158,10 @@ def load_checkpoint(
     a tensor whose shape differs from what config.json implies (both shapes given).
     """
     folder = _folder(path)
-    spec = read_spec(folder)
+    config = read_config(folder)
+    spec = spec_from_config(config, name=folder.name)
     files = _tensor_files(folder)
-    mapping = parameter_map(spec)
+    mapping = parameter_map(spec, config.get("model_type", "llama"))
 
     missing = [name for name in mapping if name not in files]
     if missing:
@@ -157,7 +180,7 @@ def load_checkpoint(
             f"{', '.join(unexpected[:5])}"
         )
 
-    model = Llama(spec, dtype, device)
+    model = Llama(spec, dtype, device, variant_from_config(config))
     params = dict(model.named_parameters())
     by_file: dict[Path, list[str]] = {}
     for name in mapping:

@@ -1,9 +1,12 @@
 """The Llama architecture, built from a ModelSpec, running one engine step over a paged KV cache.
 
-Read top to bottom: RMSNorm, rotary embeddings, attention, MLP, decoder layer, model. Two fusions
-keep the matmul count low: q, k and v share one projection (`qkv_proj`, rows in that order) and
-so do the MLP's gate and up (`gate_up_proj`, gate rows first). The loader fills those fused
-weights from a checkpoint's separate tensors.
+Read top to bottom: RMSNorm, rotary embeddings, attention, decoder layer, model (the linear layer
+and the MLP are in backend/layers.py, the mixture-of-experts layer in backend/moe.py). Two
+fusions keep the matmul count low: q, k and v share one projection (`qkv_proj`, rows in that
+order) and so do the MLP's gate and up (`gate_up_proj`, gate rows first). The loader fills those
+fused weights from a checkpoint's separate tensors. A spec with experts makes its MoE layers
+mixtures of experts (Mixtral, Qwen2-MoE, Qwen3-MoE); `Variant` carries what differs between
+those families without changing a step's cost.
 """
 
 from __future__ import annotations
@@ -20,41 +23,12 @@ from backend.attention import StepBatch, StepMetadata, paged_attention, prepare_
 from backend.device import resolve_device, resolve_dtype
 from backend.fused_decode import LayerPlan, StepArgs
 from backend.kv_cache import PagedKVCache
+from backend.layers import MLP, Linear, linear, native_fp32
+from backend.moe import SparseMoE
+from backend.variant import Variant
 from simulator.spec import ModelSpec
 
-__all__ = ["Llama", "StepBatch", "build_model", "linear"]
-
-
-# On CPU, fp32 matmuls run through oneDNN (as torch.compile's CPU backend does): on CPUs where the
-# default BLAS takes a generic code path (MKL on AMD), it streams weights two to three times faster.
-_ONEDNN_FP32 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _native_fp32(x: torch.Tensor) -> bool:
-    """Whether a [rows, features] fp32 CPU tensor can take the native kernels."""
-    return x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 2 and native.available()
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    if x.dtype == torch.float32 and x.device.type == "cpu":
-        # Up to 32 rows (decode batches, short chunks) the native kernel beats oneDNN: at 1-4 it
-        # streams the weight faster, beyond it tiles the FMAs better than the small-M sgemm.
-        if (
-            x.dim() == 2
-            and 0 < x.shape[0] <= native.MAX_ROWS
-            and weight.dtype == torch.float32
-            and weight.is_contiguous()
-            and native.available()
-        ):
-            return native.skinny_linear(x, weight, bias)
-        if _ONEDNN_FP32:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
-    return F.linear(x, weight, bias)
-
-
-class Linear(nn.Linear):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+__all__ = ["Llama", "StepBatch", "Variant", "build_model", "linear"]
 
 
 class RMSNorm(nn.Module):
@@ -64,7 +38,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _native_fp32(x):
+        if native_fp32(x):
             return native.add_rms_norm(x.contiguous(), None, self.weight, self.eps)
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
@@ -73,7 +47,7 @@ class RMSNorm(nn.Module):
 
     def add_and_norm(self, residual: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """residual += delta, in place; return the normalised residual (one kernel where it can)."""
-        if _native_fp32(residual) and residual.is_contiguous():
+        if native_fp32(residual) and residual.is_contiguous():
             return native.add_rms_norm(residual, delta, self.weight, self.eps)
         return self(residual.add_(delta))
 
@@ -115,19 +89,25 @@ class Rotary:
 
 
 class Attention(nn.Module):
-    def __init__(self, spec: ModelSpec, layer: int, dtype: torch.dtype):
+    def __init__(self, spec: ModelSpec, layer: int, dtype: torch.dtype, qk_norm: bool = False):
         super().__init__()
         self.layer = layer
         self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
         q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         self.qkv_proj = Linear(spec.hidden_size, q_size + 2 * kv_size, bias=spec.attention_bias, dtype=dtype)
         self.o_proj = Linear(q_size, spec.hidden_size, bias=False, dtype=dtype)
+        self.q_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps, dtype) if qk_norm else None
+        self.k_norm = RMSNorm(spec.head_dim, spec.rms_norm_eps, dtype) if qk_norm else None
 
     def forward(self, x, step: StepMetadata, rope: Rotary, kv: PagedKVCache) -> torch.Tensor:
         t, h, hk, d = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
         qkv = self.qkv_proj(x)
+        if self.q_norm is not None:  # per-head norms of q and k, in place, before the rotation
+            qk = qkv[:, : (h + hk) * d].view(t, h + hk, d)
+            qk[:, :h] = self.q_norm(qk[:, :h])
+            qk[:, h:] = self.k_norm(qk[:, h:])
         v = qkv[:, (h + hk) * d :].view(t, hk, d)
-        if _native_fp32(qkv):  # rotate q and k in place and store k and v: one kernel
+        if native_fp32(qkv):  # rotate q and k in place and store k and v: one kernel
             native.rope_and_cache_(
                 qkv, h, hk, rope.positions, rope.cos_table, rope.sin_table, step.slot_mapping,
                 kv.k[self.layer], kv.v[self.layer],
@@ -141,27 +121,17 @@ class Attention(nn.Module):
         return self.o_proj(out.reshape(t, h * d))
 
 
-class MLP(nn.Module):
-    def __init__(self, spec: ModelSpec, dtype: torch.dtype):
-        super().__init__()
-        self.gate_up_proj = Linear(spec.hidden_size, 2 * spec.intermediate_size, bias=False, dtype=dtype)
-        self.down_proj = Linear(spec.intermediate_size, spec.hidden_size, bias=False, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up = self.gate_up_proj(x)
-        if _native_fp32(gate_up):
-            return self.down_proj(native.silu_mul(gate_up))
-        gate, up = gate_up.chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
-
-
 class DecoderLayer(nn.Module):
-    def __init__(self, spec: ModelSpec, layer: int, dtype: torch.dtype):
+    def __init__(self, spec: ModelSpec, layer: int, dtype: torch.dtype, variant: Variant | None = None):
         super().__init__()
+        variant = variant or Variant.for_spec(spec)
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, dtype)
-        self.self_attn = Attention(spec, layer, dtype)
+        self.self_attn = Attention(spec, layer, dtype, variant.qk_norm)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, dtype)
-        self.mlp = MLP(spec, dtype)
+        if spec.is_moe and layer >= spec.first_dense_layers:
+            self.mlp = SparseMoE(spec, variant, dtype)
+        else:
+            self.mlp = MLP(spec.hidden_size, spec.intermediate_size, dtype)
 
     def forward(self, x, step: StepMetadata, rope: Rotary, kv: PagedKVCache) -> torch.Tensor:
         """x is the residual stream: updated in place and returned."""
@@ -170,8 +140,10 @@ class DecoderLayer(nn.Module):
 
     def native_plan(self) -> LayerPlan | None:
         """The plan to run this layer with the fused native decode kernel (None when its weights
-        cannot take it: int8, biases other than qkv's, an odd head size); remade when a weight
-        tensor is replaced."""
+        cannot take it: int8, biases other than qkv's, an odd head size, experts, q/k norms);
+        remade when a weight tensor is replaced."""
+        if not isinstance(self.mlp, MLP) or self.self_attn.q_norm is not None:
+            return None  # the kernel runs a dense MLP and no q/k norms
         plan = self.__dict__.get("_plan")
         if plan is None or not plan.current(self):
             plan = self.__dict__["_plan"] = LayerPlan(self)
@@ -182,14 +154,19 @@ class Llama(nn.Module):
     """A Llama-family decoder. Weights are allocated but not initialised: see build_model and the loader."""
 
     def __init__(
-        self, spec: ModelSpec, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu"
+        self,
+        spec: ModelSpec,
+        dtype: str | torch.dtype = "fp32",
+        device: str | torch.device = "cpu",
+        variant: Variant | None = None,
     ):
         super().__init__()
         self.spec = spec
+        self.variant = variant or Variant.for_spec(spec)
         dtype, device = resolve_dtype(dtype), resolve_device(device)
         with torch.device("meta"):  # allocate once, on the target device, without a throwaway init
             self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size, dtype=dtype)
-            self.layers = nn.ModuleList(DecoderLayer(spec, i, dtype) for i in range(spec.num_layers))
+            self.layers = nn.ModuleList(DecoderLayer(spec, i, dtype, self.variant) for i in range(spec.num_layers))
             self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, dtype)
             self.lm_head = (
                 None
@@ -216,10 +193,19 @@ class Llama(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, param in self.named_parameters():
-                if name.endswith("layernorm.weight") or name == "norm.weight":
+                if name.endswith("norm.weight"):  # layer norms, q/k norms, the final norm
                     param.fill_(1.0)
                 else:
                     param.copy_(torch.randn(param.shape, generator=gen) * std)
+
+    @property
+    def moe_layers(self) -> list[SparseMoE]:
+        return [layer.mlp for layer in self.layers if isinstance(layer.mlp, SparseMoE)]
+
+    def experts_touched(self) -> float:
+        """Distinct experts the last step's tokens were routed to, averaged over the MoE layers (0 without)."""
+        layers = self.moe_layers
+        return sum(m.experts_touched for m in layers) / len(layers) if layers else 0.0
 
     def make_kv_cache(self, num_blocks: int, block_size: int = 16) -> PagedKVCache:
         return PagedKVCache.for_model(self.spec, num_blocks, block_size, self.dtype, self.device)
@@ -239,7 +225,7 @@ class Llama(nn.Module):
         x = self.embed_tokens(step.input_ids)
         # Decodes of 1-32 sequences: one native call per layer instead of some 25 ops.
         fused = None
-        if step.all_decode and x.shape[0] <= native.MAX_ROWS and _native_fp32(x):
+        if step.all_decode and x.shape[0] <= native.MAX_ROWS and native_fp32(x):
             fused = StepArgs.of(step, self.rope_cos, self.rope_sin, kv)
         for layer in self.layers:
             plan = layer.native_plan() if fused is not None else None
@@ -261,8 +247,9 @@ def build_model(
     dtype: str | torch.dtype = "fp32",
     device: str | torch.device = "cpu",
     std: float = 0.02,
+    variant: Variant | None = None,
 ) -> Llama:
     """A model of the given shape with seeded random weights (step times do not depend on values)."""
-    model = Llama(spec, dtype, device)
+    model = Llama(spec, dtype, device, variant)
     model.init_weights(seed, std)
     return model

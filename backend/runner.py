@@ -30,11 +30,12 @@ CUDA_KV_FRACTION = 0.8  # of the device memory free once the weights are loaded
 def token_slice(seq: Sequence, start: int, end: int) -> list[int]:
     """Token ids at positions [start, end) of prompt + output, without concatenating the whole.
 
-    Sequences made without token ids (synthetic profiling requests) get filler ids: step times
-    do not depend on which tokens run."""
+    Sequences made without token ids (synthetic profiling requests) get filler ids, different
+    for every sequence: a dense step's time does not depend on which tokens run, but a mixture
+    of experts routes identical rows to the same experts, which would make a batch cheaper."""
     prompt = seq.prompt_token_ids
     if prompt is None:
-        return [(pos * 7919) % 1000 for pos in range(start, end)]
+        return [(pos * 7919 + seq.seq_id * 104729) % 1000 for pos in range(start, end)]
     p, out = len(prompt), seq.output_token_ids
     if end <= p:
         return prompt[start:end]
@@ -71,6 +72,11 @@ class ModelRunner:
         else:
             spec = get_model(model) if isinstance(model, str) else model
             self.model = build_model(spec, seed, resolve_dtype(dtype), resolve_device(device))
+        if quantization == "int8" and self.model.spec.is_moe:
+            raise ConfigError(
+                f"quantization: int8 is not supported for mixture-of-experts models ({self.model.spec.name}); "
+                "allowed: none"
+            )
         if quantization == "int8":
             quantize_int8(self.model)
         self.quantization = quantization
@@ -105,11 +111,21 @@ class ModelRunner:
     @property
     def streamed_weight_bytes(self) -> int:
         """Bytes a decode step reads from weights: every linear layer and the LM head (one
-        embedding row per token is negligible)."""
+        embedding row per token is negligible). Routed experts are not linear layers: a step
+        reads `expert_weight_bytes` per distinct expert it touches in each MoE layer."""
         linear = weight_bytes(self.model, linear_only=True)
         if self.spec.tie_embeddings:
             linear += self.model.embed_tokens.weight.nbytes
         return linear
+
+    @property
+    def expert_weight_bytes(self) -> int:
+        """Bytes of one routed expert in one MoE layer (0 for a dense model): what a step reads
+        per distinct expert its tokens touch there."""
+        layers = self.model.moe_layers
+        if not layers:
+            return 0
+        return layers[0].w_gate_up[0].nbytes + layers[0].w_down[0].nbytes
 
     @property
     def native_kernels(self) -> bool:

@@ -108,6 +108,12 @@ def _add_calibration_parsers(sub) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per step shape (default 5, quick 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 is far steadier on a shared machine)")
+    p.add_argument("--ops", action="store_true",
+                   help="measure kernel tables instead (GEMM, attention, collectives, element-wise) at the model's "
+                   "per-rank shapes for TP 1/2/4/8; --out FILE.yaml for execution: {kernel_tables: FILE}")
+    p.add_argument("--hardware", default=None,
+                   help="with --ops: the catalog hardware name scenarios use for the device (needed on a GPU; "
+                   "default cpu-host on a CPU)")
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("calibrate", help="fit a measurements CSV into a calibration file (or transfer one)")

@@ -9,6 +9,12 @@ from simulator.common.files import write_text_atomic
 
 
 def run_profile(args) -> int:
+    if args.ops:
+        from calibration.measure.op_profile import run_ops
+
+        return run_ops(args)
+    if args.hardware is not None:
+        raise ConfigError("--hardware goes with --ops; a step profile names its hardware at llmsim calibrate")
     from calibration.measure.measurements import meta_path
     from calibration.measure.profile import profile
 

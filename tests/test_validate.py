@@ -79,9 +79,16 @@ CPU = {"name": "cpu-host", "memory_gib": 16, "memory_bandwidth_gbps": 20, "tflop
        "interconnect_gbps": 10}
 
 
-def cpu_scenario(rate, n, policy="vllm", **scheduler):
+# A small mixture of experts (8 experts, top 2, a dense first layer) for the engine's MoE path.
+TINY_MOE = {"name": "tiny-moe", "num_layers": 3, "hidden_size": 256, "num_heads": 4, "num_kv_heads": 2,
+            "head_dim": 64, "intermediate_size": 512, "vocab_size": 8192, "max_context": 2048,
+            "num_experts": 8, "num_experts_per_token": 2, "moe_intermediate_size": 256, "first_dense_layers": 1,
+            "source": "test"}  # fmt: skip
+
+
+def cpu_scenario(rate, n, policy="vllm", model="llama-20m", **scheduler):
     data = {
-        "name": "tiny-cpu", "seed": 5, "model": "llama-20m", "hardware": CPU,
+        "name": "tiny-cpu", "seed": 5, "model": model, "hardware": CPU,
         "deployment": {"weight_dtype": "fp32", "kv_dtype": "fp32"},
         "scheduler": {"policy": policy, "max_num_seqs": 32, **scheduler},
         "workload": {"arrival": {"process": "poisson", "rate": rate}, "num_requests": n,
@@ -126,9 +133,10 @@ def with_shared_prefixes(workload, block, shared_blocks=4, groups=3):
 @pytest.mark.parametrize("rate, scheduler, num_blocks, shared",
                          [(12.0, {"policy": "vllm"}, None, False), (12.0, {"policy": "vllm"}, 24, False),
                           (12.0, {"policy": "vllm"}, 24, True), (12.0, {"policy": "vllm-v0"}, 24, False),
-                          (8.0, {"policy": "sarathi", "chunk_size": 96}, None, False)],
+                          (8.0, {"policy": "sarathi", "chunk_size": 96}, None, False),
+                          (12.0, {"policy": "vllm", "model": TINY_MOE}, 24, False)],
                          ids=["vllm", "vllm-preempting", "vllm-shared-prefixes", "vllm-v0-preempting",
-                              "chunked-prefill"])  # fmt: skip
+                              "chunked-prefill", "moe-vllm-preempting"])  # fmt: skip
 def test_the_simulator_fed_the_engines_step_times_makes_the_engines_schedule(rate, scheduler, num_blocks, shared):
     pytest.importorskip("torch")
     from calibration.validation.schedule_check import check_schedule

@@ -35,6 +35,7 @@ DEFAULT_CACHE_TOKENS = 16384.0
 MIN_CACHE_TOKENS, MAX_CACHE_TOKENS = 1024.0, 1048576.0
 _SPILL = Coefficients.names().index("decode_spill_s_per_token")
 _SMALL = Coefficients.names().index("small_matmul_flops_factor")
+_EXPERT = Coefficients.names().index("moe_overhead_per_expert_s")
 
 
 def _subset(f: StepFeatures, index) -> StepFeatures:
@@ -66,8 +67,15 @@ def initial_guess(f: StepFeatures, times: np.ndarray, work: StepWork, meta: dict
             0.0,
             DEFAULT_CACHE_TOKENS,
             1.0,
+            0.0,
         ]
     )
+
+
+def _expert_scale(f: StepFeatures, times: np.ndarray, work: StepWork) -> float:
+    """A per-expert overhead of order one in these units: the fastest step shared by every expert
+    a one-token step touches in all MoE layers."""
+    return float(times.min()) / max(1.0, work.experts_per_token * work.moe_layers)
 
 
 def fit_coefficients(
@@ -97,11 +105,12 @@ def fit_coefficients(
             x0[7] if x0[7] > 0 else work.kv_bytes_per_token / x0[3],
             DEFAULT_CACHE_TOKENS,
             1.0,
+            _expert_scale(f, times, work),
         ]
     )
-    lower = np.array([0, 0, 0, 1e-3, 1e-3, 0, 0, 0, 0.2, 1.0, 0, MIN_CACHE_TOKENS / DEFAULT_CACHE_TOKENS, 0.1])
+    lower = np.array([0, 0, 0, 1e-3, 1e-3, 0, 0, 0, 0.2, 1.0, 0, MIN_CACHE_TOKENS / DEFAULT_CACHE_TOKENS, 0.1, 0])
     upper = np.array(
-        [np.inf] * 8 + [2.0, MAX_KNEE_SHARPNESS, np.inf, MAX_CACHE_TOKENS / DEFAULT_CACHE_TOKENS, 10.0]
+        [np.inf] * 8 + [2.0, MAX_KNEE_SHARPNESS, np.inf, MAX_CACHE_TOKENS / DEFAULT_CACHE_TOKENS, 10.0, np.inf]
     )
     # A fixed cost per step (scheduling, launches) is a small part of the fastest step; left free it
     # trades against the weight-read term, which small steps share, and reads as a slow host.
@@ -110,6 +119,8 @@ def fit_coefficients(
         upper[_SPILL] = 1e-12  # least_squares needs lower < upper; this is zero for every purpose
     if work.small_matmul_max_tokens == 0:  # no such kernels: the factor means nothing, keep it at 1
         lower[_SMALL], upper[_SMALL] = 1.0, 1.0 + 1e-12
+    if not work.moe_layers:  # a dense model touches no experts
+        upper[_EXPERT] = 1e-12
 
     def residuals(z):
         return predict(z * scale, work, f) / times - 1.0
@@ -213,6 +224,8 @@ def fit_measurements(m: Measurements, work: StepWork, folds: int = 5) -> FitResu
             "heldout_mape_percent_without": round(mape[False], 2),
         },
     }
+    if work.moe_layers:
+        fit_error["routing"] = routing_check(m, work)
     rng = MeasuredRange(
         max_batched_tokens=int(f.tokens.max()),
         max_num_seqs=int(f.seqs.max()),
@@ -220,6 +233,23 @@ def fit_measurements(m: Measurements, work: StepWork, folds: int = 5) -> FitResu
         max_kv_tokens=int(f.kv_tokens.max()),
     )
     return FitResult(Coefficients.from_vector(x), work, rng, fit_error, predicted, held_out)
+
+
+def routing_check(m: Measurements, work: StepWork) -> dict:
+    """How far the profiled steps' distinct experts were from the uniform-routing expectation the
+    model prices them with (where the profile recorded them)."""
+    out = {"assumed": "each token reaches k of E experts uniformly: E (1 - (1 - k/E)^tokens) per MoE layer",
+           "experts": work.num_experts, "experts_per_token": work.experts_per_token}  # fmt: skip
+    if "experts_touched" not in m.frame:
+        return out
+    touched = m.frame["experts_touched"].to_numpy(dtype=np.float64)
+    expected = work.expected_experts(m.features().tokens)
+    ratio = touched / expected
+    out.update({
+        "measured_over_expected_mean": round(float(ratio.mean()), 4),
+        "measured_over_expected_range": [round(float(ratio.min()), 4), round(float(ratio.max()), 4)],
+    })  # fmt: skip
+    return out
 
 
 def _version() -> str:

@@ -20,6 +20,9 @@ measured on (device, versions, measured peaks, weight and KV bytes). Columns:
     median_s, p25_s, p75_s, min_s, max_s   step time statistics, seconds
     core_share               median of process CPU time / (threads x wall time) over the repeats:
                              about 1 when the profiler had its cores, lower when other work took them
+    experts_touched          mixtures of experts only: median over the repeats of the distinct experts
+                             the step's tokens reached, averaged over MoE layers
+    expected_experts         mixtures of experts only: E (1 - (1 - k/E)^tokens), what the fit assumes
 
 `calibrate` needs `region`, `layout` and `median_s`; the other columns describe the step for
 readers and plots and are recomputed from `layout` when fitting.
@@ -40,7 +43,7 @@ from simulator.execution.fitted import StepFeatures
 REGIONS = ("prefill", "decode", "mixed")
 REQUIRED_COLUMNS = ("region", "layout", "median_s")
 TIME_COLUMNS = ("median_s", "p25_s", "p75_s", "min_s", "max_s")
-MIN_POINTS = 16  # thirteen coefficients and a few points to spare
+MIN_POINTS = 16  # fourteen coefficients (at most) and a few points to spare
 
 
 def encode_layout(rows: list[tuple[int, int]]) -> str:
@@ -169,7 +172,7 @@ def load_measurements(path: str | Path) -> Measurements:
             raise ConfigError(f"{path}: layout of data row {i + 1}: {exc}") from None
     if len(frame) < MIN_POINTS:
         raise ConfigError(
-            f"{path}: {len(frame)} measured steps are too few to fit the model's thirteen coefficients; "
+            f"{path}: {len(frame)} measured steps are too few to fit the model's coefficients; "
             f"at least {MIN_POINTS} are needed (llmsim profile --quick measures about 30)"
         )
     meta = {}

@@ -9,6 +9,12 @@ makes, so forward pass, sampling and device synchronisation are all timed. Three
   from short to long) that expose attention padding;
 - mixed: a prefill chunk together with a batch of decodes.
 
+A mixture of experts also gets every step size up to where its tokens reach nearly all experts
+(step_grid.with_routing_range), and each row records the distinct experts its tokens touched per
+MoE layer (`experts_touched`) beside the number the fit assumes for uniform routing
+(`expected_experts`). Synthetic rows carry different token ids, so they route apart as real
+requests do.
+
 Repeats are interleaved: every round runs every point once, in a new random order, so a burst of
 load from another process lands on one repeat of many points instead of every repeat of one; the
 median discards it. The first `warmup` rounds are not recorded.
@@ -35,9 +41,18 @@ from backend.device import dtype_name
 from backend.runner import ModelRunner
 from calibration.measure import peaks
 from calibration.measure.measurements import describe_step, encode_layout, meta_path
-from calibration.measure.step_grid import FULL, QUICK, Point, SweepPlan, build_step, sweep_points
+from calibration.measure.step_grid import (
+    FULL,
+    QUICK,
+    Point,
+    SweepPlan,
+    build_step,
+    sweep_points,
+    with_routing_range,
+)
 from simulator.common.errors import ConfigError
 from simulator.common.files import write_text_atomic
+from simulator.execution.fitted import StepWork
 from simulator.scheduling import Step
 
 FORMAT = "llmsim-measurements/1"
@@ -49,10 +64,12 @@ def _cpu_seconds() -> float:
 
 
 def time_steps(runner, steps: list[Step], warmup: int, repeats: int, seed: int = 0, progress=True):
-    """Wall seconds and core share (process CPU time / (threads x wall), about 1 when no other
-    process took the cores) of each execution of each step, interleaved in random order."""
+    """Wall seconds, core share (process CPU time / (threads x wall), about 1 when no other
+    process took the cores) and distinct experts touched per MoE layer (0 for a dense model) of
+    each execution of each step, interleaved in random order."""
     times: list[list[float]] = [[] for _ in steps]
     shares: list[list[float]] = [[] for _ in steps]
+    touched: list[list[float]] = [[] for _ in steps]
     threads = torch.get_num_threads()
     order = list(range(len(steps)))
     rng = random.Random(seed)
@@ -68,12 +85,18 @@ def time_steps(runner, steps: list[Step], warmup: int, repeats: int, seed: int =
                 if round_ >= warmup:
                     times[i].append(elapsed)
                     shares[i].append((_cpu_seconds() - cpu) / (threads * elapsed))
+                    touched[i].append(runner.model.experts_touched())
                 bar.update()
-    return times, shares
+    return times, shares, touched
 
 
-def _row(point: Point, samples: list[float], shares: list[float]) -> dict:
+def _row(point: Point, samples: list[float], shares: list[float], touched: list[float], work) -> dict:
     s = np.asarray(samples)
+    moe = {}
+    if work.moe_layers:
+        tokens = sum(n for n, _ in point.rows)
+        moe = {"experts_touched": round(float(np.median(touched)), 3),
+               "expected_experts": round(float(work.expected_experts(tokens)), 3)}  # fmt: skip
     return {
         "region": point.region,
         "layout": encode_layout(list(point.rows)),
@@ -85,7 +108,19 @@ def _row(point: Point, samples: list[float], shares: list[float]) -> dict:
         "min_s": float(s.min()),
         "max_s": float(s.max()),
         "core_share": round(float(np.median(shares)), 3),
+        **moe,
     }
+
+
+def _moe_meta(runner) -> dict:
+    """What a mixture of experts' fit reads besides the spec: which experts a step can touch."""
+    spec = runner.spec
+    if not spec.is_moe:
+        return {}
+    return {"moe": {"num_experts": spec.num_experts, "experts_per_token": spec.num_experts_per_token,
+                    "moe_layers": spec.num_moe_layers, "expert_weight_bytes_per_layer": runner.expert_weight_bytes,
+                    "routing": "softmax top-k" + (", renormalised" if runner.model.variant.normalize_top_k else ""),
+                    "fused_decode_layers": spec.first_dense_layers}}  # fmt: skip
 
 
 def _peak_memory_bytes(device: torch.device) -> int:
@@ -152,6 +187,8 @@ def _profile(
     plan = QUICK if quick else FULL
     if repeats is not None:
         plan = SweepPlan(**{**asdict(plan), "repeats": repeats})
+    plan = with_routing_range(plan, spec.num_experts, spec.num_experts_per_token)
+    work = StepWork.from_spec(spec, quantization or dtype_name(runner.dtype), dtype_name(runner.dtype))
     # --quick stops at smaller steps: a smoke test of the whole pipeline, not a calibration to ship
     max_tokens = max_tokens or min(spec.max_context, 512 if quick else 2048)
     max_batch = max_batch or (32 if quick else 256 if runner.device.type == "cuda" else 128)
@@ -169,11 +206,11 @@ def _profile(
     steps = [build_step(p.rows, runner.num_blocks, runner.block_size) for p in points]
     bandwidth = peaks.memory_read_bandwidth(runner.device, runner.dtype)
     flops = peaks.matmul_flops(runner.device, runner.dtype)
-    times, shares = time_steps(runner, steps, plan.warmup, plan.repeats, progress=progress)
+    times, shares, touched = time_steps(runner, steps, plan.warmup, plan.repeats, progress=progress)
     bandwidth = max(bandwidth, peaks.memory_read_bandwidth(runner.device, runner.dtype))
     flops = max(flops, peaks.matmul_flops(runner.device, runner.dtype))
 
-    frame = pd.DataFrame([_row(p, t, c) for p, t, c in zip(points, times, shares)])
+    frame = pd.DataFrame([_row(p, t, c, e, work) for p, t, c, e in zip(points, times, shares, touched)])
     frame = frame.sort_values(["region", "batched_tokens", "num_seqs", "cached_tokens"], kind="stable")
     meta = {
         "format": FORMAT,
@@ -194,6 +231,7 @@ def _profile(
         "weight_bytes": runner.weight_bytes,
         "streamed_weight_bytes": runner.streamed_weight_bytes,
         "kv_bytes_per_token": runner.kv_bytes_per_token,
+        **_moe_meta(runner),
         "kv_blocks": runner.num_blocks,
         "block_size": runner.block_size,
         "peak_memory_bytes": _peak_memory_bytes(runner.device),

@@ -5,7 +5,7 @@ Plain Python (no torch), so tests and other tools can build the same sweep witho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,6 +56,26 @@ QUICK = SweepPlan(
     warmup=1,
     repeats=3,
 )
+
+
+def with_routing_range(plan: SweepPlan, num_experts: int, top_k: int) -> SweepPlan:
+    """The plan with every token count at which a mixture of experts still reaches new experts.
+
+    A step of T tokens routed to k of E experts each touches E (1 - (1 - k/E)^T) distinct experts
+    on average, so its weight reads climb from k experts to all E over the first few dozen tokens
+    and are flat after. Decode batches and prefill chunks of every size up to where 95% of the
+    experts are reached pin that curve; past it the dense grid's sizes suffice.
+    """
+    if not num_experts:
+        return plan
+    miss = 1.0 - top_k / num_experts
+    reach = int(np.ceil(np.log(0.05) / np.log(miss))) if miss > 0 else 1
+    dense = tuple(range(1, reach + 1))
+    return replace(
+        plan,
+        decode_batches=tuple(sorted({*plan.decode_batches, *dense})),
+        prefill_new=tuple(sorted({*plan.prefill_new, *dense[1:]})),
+    )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,21 @@ backend about twice as much past 14k slots for llama-20m, 1.5x past 6k for llama
 a smooth max(0, x). Calibrations without it (GPU
 fits, older files) have decode_spill_s_per_token = 0.
 
+A mixture of experts adds, per step, the routed experts its tokens reach (the layer terms above
+then hold attention, dense MLPs, shared experts and routers, all of which every token passes):
+
+    + smax(expert bytes x D / weight_bandwidth,  tokens x k x expert FLOPs per token / matmul_flops)
+    + moe_overhead_per_expert_s x D x MoE layers
+
+with D = E (1 - (1 - k/E)^tokens) the expected number of distinct experts of E that tokens
+routed to k each reach in one layer (uniform, independent routing), so a step reads D experts'
+weights per layer, one token reaches k, a large batch all E. Each touched expert multiplies its
+tokens x k / D rows alone, so the matrix-vector and small-matrix rates above apply by that row
+count. The overhead is the engine's per-expert work (gathering rows, launching its matmuls);
+like the per-token overhead against compute, it grows with what the expert reads grow with, so a
+fit pins their sum per touched expert rather than the split. Dense calibrations have no experts
+and these terms are zero.
+
 Coefficients carry physical units (bytes/s, FLOP/s, seconds), so a fit can be read as achieved
 bandwidth and compute, and transferred to other hardware (calibration/fitting/transfer.py).
 """
@@ -75,6 +90,9 @@ class Coefficients(_Strict):
         gt=0,
         description="FLOP/s of steps of at most work.small_matmul_max_tokens tokens, relative to matmul_flops",
     )
+    moe_overhead_per_expert_s: float = Field(
+        0.0, ge=0, description="per routed expert a step touches in each MoE layer: gathering rows, launches"
+    )
 
     @classmethod
     def names(cls) -> list[str]:
@@ -103,6 +121,21 @@ class StepWork(_Strict):
     small_matmul_max_tokens: int = Field(
         0, ge=0, description="and steps of at most this many with its small-matrix kernels (0: none)"
     )
+    # mixture of experts: all zero for a dense model
+    moe_layers: int = Field(0, ge=0, description="layers whose feed-forward is a mixture of experts")
+    num_experts: int = Field(0, ge=0, description="routed experts per MoE layer")
+    experts_per_token: int = Field(0, ge=0, description="routed experts each token reaches (top-k)")
+    expert_weight_bytes: float = Field(0.0, ge=0, description="one routed expert's bytes, summed over MoE layers")
+    expert_flops_per_token: float = Field(
+        0.0, ge=0, description="FLOPs of one token through one routed expert, summed over MoE layers"
+    )
+
+    def expected_experts(self, tokens) -> np.ndarray:
+        """Expected distinct experts per MoE layer that `tokens` tokens reach, k each of E."""
+        if not self.num_experts:
+            return np.zeros_like(np.asarray(tokens, dtype=np.float64))
+        miss = 1.0 - self.experts_per_token / self.num_experts
+        return self.num_experts * (1.0 - miss ** np.asarray(tokens, dtype=np.float64))
 
     @classmethod
     def from_spec(
@@ -115,16 +148,44 @@ class StepWork(_Strict):
     ) -> StepWork:
         head_dtype = "fp16" if model.tie_embeddings else weight_dtype
         head_bytes = model.lm_head_params * dtype_bytes(head_dtype)
+        common = {
+            "lm_head_weight_bytes": head_bytes,
+            "lm_head_flops_per_sequence": model.lm_head_flops_per_token(),
+            "attention_flops_per_pair": model.attention_flops(1, 1),
+            "kv_bytes_per_token": model.kv_bytes_per_token(kv_dtype),
+            "matvec_max_tokens": matvec_max_tokens,
+            "small_matmul_max_tokens": small_matmul_max_tokens,
+        }
+        if model.is_moe:
+            return cls(**common, **_moe_work(model, dtype_bytes(weight_dtype)))
         return cls(
             layer_weight_bytes=model.streamed_weight_bytes(weight_dtype) - head_bytes,
-            lm_head_weight_bytes=head_bytes,
             layer_flops_per_token=model.linear_flops_per_token(),
-            lm_head_flops_per_sequence=model.lm_head_flops_per_token(),
-            attention_flops_per_pair=model.attention_flops(1, 1),
-            kv_bytes_per_token=model.kv_bytes_per_token(kv_dtype),
-            matvec_max_tokens=matvec_max_tokens,
-            small_matmul_max_tokens=small_matmul_max_tokens,
+            **common,
         )
+
+
+def _moe_work(model: ModelSpec, weight_bytes: float) -> dict:
+    """StepWork's layer and expert terms of a mixture of experts, from the spec's primary fields:
+    every token passes attention, the leading dense MLPs, each MoE layer's router and shared
+    experts (a shared expert's one-row gate, where a family has one, is negligible); a routed
+    expert is a gated MLP of moe_intermediate_size."""
+    h, layers = model.hidden_size, model.num_moe_layers
+    passed = (
+        model.num_layers * model.attention_params_per_layer
+        + model.first_dense_layers * 3 * h * model.intermediate_size
+        + layers * (h * model.num_experts + 3 * h * model.shared_expert_intermediate_size)
+    )
+    expert = 3 * h * model.moe_intermediate_size
+    return {
+        "layer_weight_bytes": passed * weight_bytes,
+        "layer_flops_per_token": 2.0 * passed,
+        "moe_layers": layers,
+        "num_experts": model.num_experts,
+        "experts_per_token": model.num_experts_per_token,
+        "expert_weight_bytes": expert * layers * weight_bytes,
+        "expert_flops_per_token": 2.0 * expert * layers,
+    }
 
 
 class MeasuredRange(_Strict):
@@ -183,9 +244,10 @@ def soft_hinge(x: np.ndarray, knee: float) -> np.ndarray:
 
 def predict(coefficients: np.ndarray, work: StepWork, f: StepFeatures) -> np.ndarray:
     """Seconds per step for a coefficient vector in `Coefficients.names()` order."""
-    c0, c_seq, c_tok, bandwidth, flops, a_pre, a_dec, a_pad, matvec, p, a_spill, cache, small = coefficients
+    (c0, c_seq, c_tok, bandwidth, peak, a_pre, a_dec, a_pad, matvec, p, a_spill, cache, small,
+     c_expert) = coefficients  # fmt: skip
     read = np.where(f.tokens <= work.matvec_max_tokens, matvec, 1.0) / bandwidth
-    flops = np.where(f.tokens <= work.small_matmul_max_tokens, small * flops, flops)
+    flops = np.where(f.tokens <= work.small_matmul_max_tokens, small * peak, peak)
     linear = smooth_max(
         read * work.layer_weight_bytes,
         f.tokens * (work.layer_flops_per_token / flops),
@@ -209,7 +271,24 @@ def predict(coefficients: np.ndarray, work: StepWork, f: StepFeatures) -> np.nda
     if a_spill > 0:
         padded = f.decode_tokens + f.decode_padding
         total = total + a_spill * np.where(padded > 0, soft_hinge(padded, cache), 0.0)
+    if work.moe_layers:
+        total = total + _routed_experts(work, f.tokens, bandwidth, peak, matvec, small, p, c_expert)
     return np.where(f.tokens > 0, total, 0.0)
+
+
+def _routed_experts(work: StepWork, tokens, bandwidth, peak, matvec, small, p, c_expert) -> np.ndarray:
+    """Seconds of the routed experts of a step of `tokens` new tokens (see the module's docstring)."""
+    touched = work.expected_experts(tokens)
+    assignments = tokens * work.experts_per_token
+    rows = assignments / np.maximum(touched, 1e-9)  # tokens each touched expert multiplies
+    read = np.where(rows <= work.matvec_max_tokens, matvec, 1.0) / bandwidth
+    flops = np.where(rows <= work.small_matmul_max_tokens, small * peak, peak)
+    experts = smooth_max(
+        read * touched * work.expert_weight_bytes,
+        assignments * (work.expert_flops_per_token / flops),
+        p,
+    )
+    return experts + c_expert * touched * work.moe_layers
 
 
 class FittedModel:

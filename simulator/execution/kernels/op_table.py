@@ -27,7 +27,7 @@ from simulator.common.errors import ConfigError
 from simulator.common.schema_errors import format_validation_error
 
 FORMAT = "llmsim-kernel-tables/1"
-ENGINES = ("vllm", "sglang", "trtllm")
+ENGINES = ("vllm", "sglang", "trtllm", "llmsim")  # llmsim: its own backend, measured by `llmsim profile --ops`
 
 
 class _Strict(BaseModel):

@@ -75,6 +75,13 @@ DEFAULTS: dict[str, HostOverhead] = {
         source=f"{CPU_SOURCE}; decode graphs up to 128 sequences and the overlap scheduler "
         f"(TensorRT-LLM PyTorch-flow defaults); {LAUNCH_SOURCE}",
     ),
+    # llmsim's own backend (kernel tables from `llmsim profile --ops`): eager torch ops, no CUDA
+    # graphs, the step scheduled before it runs and completed after.
+    "llmsim": HostOverhead(
+        cuda_graphs=False,
+        source=f"{CPU_SOURCE}; eager (llmsim's backend captures no CUDA graphs), synchronous scheduling; "
+        f"{LAUNCH_SOURCE}",
+    ),
 }
 
 

@@ -31,7 +31,7 @@ from simulator.execution.kernels.shapes import rank_shapes
 from simulator.spec import HardwareSpec, ModelSpec, compute_dtype_for, dtype_bytes
 from simulator.spec.memory import ACTIVATION_BYTES
 
-TABLE_DTYPE = {"fp16": "bf16", "bf16": "bf16", "fp8": "fp8"}  # fp16 runs at bf16's speed
+TABLE_DTYPE = {"fp32": "fp32", "fp16": "bf16", "bf16": "bf16", "fp8": "fp8"}  # fp16 runs at bf16's speed
 
 
 class KernelTableModel:
