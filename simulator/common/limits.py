@@ -57,6 +57,7 @@ MAX_LAYERS = 4096
 MAX_WIDTH = 1 << 20  # hidden, intermediate and head sizes
 MAX_HEADS = 1 << 16
 MAX_VOCAB = 10_000_000
+MAX_EXPERTS = 1 << 16  # routed experts of one layer (DeepSeek-V3 has 256)
 MAX_ROPE_THETA = 1e12
 
 # --- studies ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from simulator.common.errors import ConfigError
 from simulator.common.limits import (
+    MAX_EXPERTS,
     MAX_HEADS,
     MAX_LAYERS,
     MAX_MEMORY_GIB,
@@ -55,6 +56,21 @@ class ModelFields(_Spec):
     rms_norm_eps: float = Field(1e-5, gt=0, lt=1)
     tie_embeddings: bool = False
     attention_bias: bool = False
+    # mixture of experts (ModelSpec says what each means)
+    num_experts: int = Field(0, ge=0, le=MAX_EXPERTS, description="routed experts per MoE layer; 0: dense")
+    num_experts_per_token: int = Field(0, ge=0, le=MAX_EXPERTS, description="top-k experts per token")
+    moe_intermediate_size: int = Field(0, ge=0, le=MAX_WIDTH, description="one routed expert's MLP width")
+    shared_expert_intermediate_size: int = Field(0, ge=0, le=MAX_WIDTH, description="all shared experts' width")
+    first_dense_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="leading layers with the dense MLP")
+    # multi-head latent attention
+    kv_lora_rank: int = Field(0, ge=0, le=MAX_WIDTH, description="latent width of keys and values; 0: no MLA")
+    q_lora_rank: int = Field(0, ge=0, le=MAX_WIDTH, description="latent width of queries; 0: not compressed")
+    qk_rope_head_dim: int = Field(0, ge=0, le=MAX_WIDTH, description="rotary part of each MLA key")
+    v_head_dim: int = Field(0, ge=0, le=MAX_WIDTH, description="value head width; 0: head_dim")
+    # sliding-window attention
+    sliding_window: int = Field(0, ge=0, le=MAX_TOKENS, description="tokens a sliding-window layer attends to")
+    num_sliding_window_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="layers with the window")
+    attention_sinks: bool = False
     source: str = ""
 
     @model_validator(mode="after")
