@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from calibration.measure.measurements import REGIONS
+from simulator.common.console import report_console
 
 COLORS = {"prefill": "tab:blue", "decode": "tab:orange", "mixed": "tab:green"}
 
@@ -47,7 +48,7 @@ def _pct(value) -> str:
 
 def print_fit(cal, console: Console | None = None) -> None:
     """Fit errors per region and the achieved bandwidth and compute."""
-    console = console or Console()
+    console = console or report_console()
     err = cal.fitted.fit_error
     table = Table(
         title=f"{cal.model} on {cal.device or cal.hardware} ({cal.dtype}): {err['folds']}-fold held-out error"

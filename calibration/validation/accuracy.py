@@ -22,6 +22,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from simulator.common.console import report_console
 from simulator.common.errors import ConfigError
 from simulator.metrics.plots import overlay_cdfs
 from simulator.metrics.results import Results
@@ -121,7 +122,7 @@ def _row(metric: str, stat: str, real, sim, tol: float | None, abs_ms: float, sc
 
 
 def print_comparison(comparison: Comparison, console: Console | None = None, title: str = "") -> None:
-    console = console or Console()
+    console = console or report_console()
     table = Table(title=title or "Simulated vs measured", title_justify="left")
     for column in ("metric", "stat", "measured", "simulated", "error", "tolerance", ""):
         table.add_column(column, justify="left" if column in ("metric", "stat", "") else "right")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -12,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from simulator.common.console import report_console
 from simulator.common.files import write_text_atomic
 from simulator.metrics.summary import Summary
 
@@ -108,7 +108,7 @@ def summary_tables(summary: Summary) -> list[Table]:
 
 def print_summary(summary: Summary, console: Console | None = None, title: str = "llmsim results") -> None:
     """Print a run's summary: a red saturation banner when it applies, then the tables."""
-    console = console or (Console() if sys.stdout.isatty() else Console(width=120))  # pipes get whole rows
+    console = console or report_console(120)
     console.rule(f"[bold]{title}")
     if summary.saturated:
         console.print(saturation_banner(summary))

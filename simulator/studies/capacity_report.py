@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from simulator.common.console import report_console
 from simulator.execution.kernels.provenance import count_line
 from simulator.studies.plan_result import PlanResult
 from simulator.studies.sweep import SweepResult
@@ -27,7 +27,7 @@ def _spread(mean, std) -> str:
 
 
 def _console() -> Console:
-    return Console() if sys.stdout.isatty() else Console(width=160)  # files and pipes get whole rows
+    return report_console(160)
 
 
 def print_sweep(result: SweepResult, console: Console | None = None) -> None:

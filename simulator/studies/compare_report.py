@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from matplotlib.patches import Patch
 from rich.console import Console
 from rich.table import Table
 
+from simulator.common.console import report_console
 from simulator.common.files import result_files
 from simulator.metrics.palette import BETTER, NEUTRAL, WORSE, colours_for
 from simulator.metrics.plots import overlay_cdfs, save_figure
@@ -89,7 +89,7 @@ def comparison_table(comparison: Comparison) -> Table:
 
 
 def print_comparison(comparison: Comparison, console: Console | None = None) -> None:
-    console = console or (Console() if sys.stdout.isatty() else Console(width=200))
+    console = console or report_console(200)
     console.print(comparison_table(comparison))
     console.print(
         "[bold blue]▲ blue[/]: significantly better than the baseline, [bold #D55E00]▼ vermillion[/]: significantly "
