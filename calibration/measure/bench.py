@@ -34,6 +34,7 @@ from calibration.measure.loadgen import (
 )
 from simulator.common.errors import ConfigError
 from simulator.common.files import result_files
+from simulator.common.limits import MAX_RATE
 from simulator.metrics import summarize
 from simulator.metrics.results import Results
 from simulator.workload import Workload, WorkloadConfig, generate, load_workload
@@ -62,8 +63,9 @@ def flag_workload(
     arrival: str = "poisson",
 ) -> WorkloadConfig:
     """A one-class workload from command-line flags: constant lengths, Poisson (or constant-gap)
-    arrivals at `rate` per second; without a rate every request arrives at once."""
-    process = {"process": arrival, "rate": rate} if rate else {"process": "constant", "rate": 1e9}
+    arrivals at `rate` per second; without a rate every request arrives at once (gaps of 1 / the
+    highest rate a workload may have)."""
+    process = {"process": arrival, "rate": rate} if rate else {"process": "constant", "rate": MAX_RATE}
     return load_workload(
         {
             "arrival": process,
