@@ -14,7 +14,6 @@ import datetime
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from calibration.fitting.aiconfigurator_source import (
     BACKENDS,
@@ -41,6 +40,7 @@ from simulator.execution.kernels.op_table import (
     Source,
     format_numbers,
     version_key,
+    write_kernel_tables,
 )
 from simulator.execution.kernels.shapes import rank_shapes, valid_tp_degrees
 from simulator.spec import get_model
@@ -259,19 +259,8 @@ def _header(tables: KernelTables) -> str:
 
 
 def write(tables: KernelTables, out: str | Path) -> Path:
-    """Write the file; refuse to replace a file that is not an llmsim kernel-table file."""
-    from simulator.common.files import write_text_atomic
-
-    out = Path(out)
-    if out.exists():
-        try:
-            existing = yaml.safe_load(out.read_text())
-        except yaml.YAMLError:
-            existing = None
-        if not isinstance(existing, dict) or existing.get("format") != FORMAT:
-            raise ConfigError(f"--out {out}: exists and is not an llmsim kernel-table file; not replacing it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(out, _header(tables) + tables.to_yaml())
+    """Write the file with its provenance header; an existing file of another kind is kept."""
+    return write_kernel_tables(tables, out, _header(tables))
 
 
 def run_cli(args) -> int:

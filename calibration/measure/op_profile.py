@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from backend import native
 from backend.attention import StepBatch, paged_attention, prepare_step
@@ -35,7 +34,6 @@ from calibration.measure.op_elementwise import elementwise_cases, fit_elementwis
 from calibration.measure.op_grid import OpPlan, Slice, model_ops, plan_for
 from calibration.measure.op_timing import median_seconds, timer_for
 from simulator.common.errors import ConfigError
-from simulator.common.files import write_text_atomic
 from simulator.execution.kernels.op_table import (
     FORMAT,
     AttentionSlice,
@@ -48,6 +46,7 @@ from simulator.execution.kernels.op_table import (
     KernelTables,
     Source,
     format_numbers,
+    write_kernel_tables,
 )
 from simulator.execution.kernels.shapes import rank_shapes
 from simulator.spec import get_hardware, get_model, hardware_names
@@ -267,17 +266,9 @@ def _header(tables: KernelTables) -> str:
     )
 
 
-def write(tables: KernelTables, out: Path) -> Path:
-    """Write the file; refuse to replace a file that is not an llmsim kernel-table file."""
-    if out.exists():
-        try:
-            existing = yaml.safe_load(out.read_text())
-        except yaml.YAMLError:
-            existing = None
-        if not isinstance(existing, dict) or existing.get("format") != FORMAT:
-            raise ConfigError(f"--out {out}: exists and is not an llmsim kernel-table file; not replacing it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(out, _header(tables) + tables.to_yaml())
+def write(tables: KernelTables, out: str | Path) -> Path:
+    """Write the file with its provenance header; an existing file of another kind is kept."""
+    return write_kernel_tables(tables, out, _header(tables))
 
 
 def run_ops(args) -> int:

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simulator.common.errors import ConfigError
+from simulator.common.files import write_text_atomic
 from simulator.common.schema_errors import format_validation_error
 
 FORMAT = "llmsim-kernel-tables/1"
@@ -174,6 +175,21 @@ class KernelTables(_Strict):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False, width=100000)
+
+
+def write_kernel_tables(tables: KernelTables, out: str | Path, header: str) -> Path:
+    """Write `header` (comment lines naming the source) and the tables to `out`, atomically;
+    refuse to replace a file that is not an llmsim kernel-table file."""
+    out = Path(out)
+    if out.exists():
+        try:
+            existing = yaml.safe_load(out.read_text())
+        except yaml.YAMLError:
+            existing = None
+        if not isinstance(existing, dict) or existing.get("format") != FORMAT:
+            raise ConfigError(f"--out {out}: exists and is not an llmsim kernel-table file; not replacing it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(out, header + tables.to_yaml())
 
 
 def _loader():
