@@ -241,13 +241,15 @@ def _does_not_fit(model, hw, layout, weight_dtype, expert_dtype, utilization, we
     needed = weights + reserve
     available = hw.memory_bytes * utilization
     fits = _fitting_layouts(model, hw, weight_dtype, expert_dtype, available, reserve, layout)
+    lighter = [d for d in ("fp8", "int8", "int4", "mxfp4") if dtype_bytes(d) < dtype_bytes(weight_dtype)]
+    smaller = f"use a smaller weight dtype ({', '.join(lighter)})" if lighter else "use more GPUs per replica"
     if not fits:
-        hint = "no layout of up to 4 pipeline stages of one node fits: use a smaller weight dtype (fp8, int4, fp4)"
+        hint = f"no layout of up to 4 pipeline stages of one node fits: {smaller}"
     else:
         best, best_weights = fits[0]
         one_node = [f for f in fits if f[0].pp == 1]
         if layout.is_plain and best.is_plain:
-            hint = f"tp={best.tp} would fit; or use a smaller weight dtype (fp8, int8, int4)"
+            hint = f"tp={best.tp} would fit; or {smaller}"
         else:
             only = ""
             if not one_node:
@@ -255,7 +257,7 @@ def _does_not_fit(model, hw, layout, weight_dtype, expert_dtype, utilization, we
             elif not any(f[0].ep == 1 and f[0].dp == 1 for f in fits):
                 only = "it fits only with expert parallelism: "
             hint = (f"{only}{best.describe()} would fit ({best.gpus} GPUs, {best_weights / GB:.1f} GB weights per "
-                    "GPU); or use a smaller weight dtype")  # fmt: skip
+                    f"GPU); or {smaller}")  # fmt: skip
     return (
         f"{model.name} does not fit on {hw.name} at {layout.describe()} with {weight_dtype} weights: it needs "
         f"{needed / GB:.1f} GB per GPU ({weights / GB:.1f} GB weights + {reserve / GB:.1f} GB activation "
