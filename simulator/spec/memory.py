@@ -233,8 +233,8 @@ def _fitting_layouts(model: ModelSpec, hw: HardwareSpec, weight_dtype, expert_dt
                     except ConfigError:
                         continue
                     if weights + reserve < available:
-                        found.append((layout.gpus, pp, dp, layout, weights))
-    return [(layout, weights) for *_, layout, weights in sorted(found, key=lambda f: f[:3])]
+                        found.append((layout.gpus, pp, dp, ep, layout, weights))
+    return [(layout, weights) for *_, layout, weights in sorted(found, key=lambda f: f[:4])]
 
 
 def _does_not_fit(model, hw, layout, weight_dtype, expert_dtype, utilization, weights, reserve) -> str:
