@@ -49,3 +49,22 @@ def test_layouts_that_cannot_hold_the_model_are_rejected_with_the_bytes(tmp_path
     c = result.candidates
     assert (c["status"] == "rejected").all() and len(c) == 3 * 2
     assert sorted(c["gpus"].unique()) == [2, 4, 8]  # tp x dp x pp x replicas
+
+
+def test_shipped_moe_scenarios_build_with_their_layouts():
+    from pathlib import Path
+
+    from simulator.scenario import build_deployment, load_scenario
+
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    ep = build_deployment(load_scenario(root / "deepseek_v3_h200.yaml"))
+    tp = build_deployment(load_scenario(root / "deepseek_v3_h200.yaml", [
+        "deployment.tensor_parallel=8", "deployment.data_parallel_attention=1", "deployment.expert_parallel=1"]))
+    assert ep.entry.gpus_per_replica == tp.entry.gpus_per_replica == 8
+    assert ep.usd_per_hour == tp.usd_per_hour
+    # Data-parallel attention caches each sequence once; TP 8 copies the MLA latent to every rank.
+    assert ep.entry.kv_tokens_per_replica > 5 * tp.entry.kv_tokens_per_replica
+    assert ep.entry.execution.describe()["parallelism"]["expert_parallel"] == 8
+    plan = load_scenario(root / "plan_moe.yaml").plan
+    layouts = plan.search.layout_dicts()
+    assert {"tensor_parallel": 4, "data_parallel_attention": 1, "expert_parallel": 1, "pipeline_parallel": 2} in layouts
