@@ -115,3 +115,18 @@ def test_decode_runs_match_single_steps():
     runs = model.decode_run_times(cached, 5)
     singles = [model.step_time(np.ones(3, dtype=int), cached + j) for j in range(5)]
     assert runs == pytest.approx(singles, rel=1e-12)
+
+
+def test_routing_imbalance_slows_only_expert_parallel_ranks():
+    qwen, h200 = get_model("qwen3-235b-a22b"), get_hardware("h200")
+    step = (np.ones(64, dtype=int), np.full(64, 1000))
+
+    def experts(layout, imbalance):
+        model = MoERooflineModel(qwen, h200, layout=layout, weight_dtype="fp8", routing_imbalance=imbalance)
+        return model.roofline_breakdown(*step)["experts"]
+
+    assert experts(Parallelism(tp=8), 1.5) == experts(Parallelism(tp=8), 1.0)
+    ep = Parallelism(tp=1, dp=8, ep=8)
+    # The busiest rank sees 96 tokens' worth of routing instead of 64: more of its 16 experts.
+    ratio = distinct_experts(96, 128, 8) / distinct_experts(64, 128, 8)
+    assert experts(ep, 1.5) / experts(ep, 1.0) == pytest.approx(ratio, rel=1e-9)

@@ -7,7 +7,10 @@ tokens over R rows:
                  (attention projections, dense MLPs, shared experts; dp groups split the rows)
     MoE layer    experts touched: E (1 - (1 - k/E)^T) of E, 1/ep of them on each rank, each read
                  once (a small batch reads many experts); compute 2 x T x k x expert params /
-                 (tp x dp) x imbalance (the busiest rank sets the pace)
+                 (tp x dp). Under expert parallelism the busiest rank sets the pace: it receives
+                 `imbalance` times the mean tokens, so it touches (E/ep)(1 - (1 - k/E)^(T x
+                 imbalance)) experts and computes imbalance times the mean (with ep = 1 every rank
+                 holds a slice of every expert and routing cannot unbalance the ranks)
     attention    per row max(KV bytes read / bandwidth, QK^T and PV FLOPs / peak); a sliding layer
                  reads at most its window; MLA decode runs absorbed (scores over the latent and
                  rotary key, values over the latent), MLA prefill expanded
@@ -71,6 +74,7 @@ class MoERooflineModel:
         self.compute_dtype = compute_dtype or compute_dtype_for(weight_dtype)
         self.micro_batches = layout.pp if micro_batches is None else micro_batches
         self.imbalance = routing_imbalance
+        self._rank_imbalance = routing_imbalance if layout.ep > 1 else 1.0
         self.efficiency, self.overhead, self.notice = efficiency, overhead, notice
         eff = efficiency
         self._bw = hardware.memory_bandwidth * eff.memory_bandwidth
@@ -144,12 +148,13 @@ class MoERooflineModel:
         if m.is_moe and dp > 1 and lay.ep == 1:  # MoE tensor-parallel over every rank: gather, then reduce-scatter
             r = lay.stage_ranks
             a2a_s = 2 * (tokens * m.hidden_size * ACTIVATION_BYTES * (r - 1) / r / link)
-        distinct = distinct_experts(tokens, m.num_experts, m.num_experts_per_token) / lay.ep if m.is_moe else 0.0
+        busiest = tokens * self._rank_imbalance
+        distinct = distinct_experts(busiest, m.num_experts, m.num_experts_per_token) / lay.ep if m.is_moe else 0.0
         stage_s, parts = [], {"linear": 0.0, "experts": 0.0, "attention": 0.0, "exchange": 0.0, "lm_head": 0.0}
         for c in self._stages:
             linear = np.maximum(c["dense_read_s"], tokens / dp * c["dense_s_per_token"])
             experts = c["moe_layers"] * np.maximum(distinct * c["expert_read_s"],
-                                                   tokens * c["expert_s_per_token"] * self.imbalance)
+                                                   busiest * c["expert_s_per_token"])
             kv_full = np.where(active, context, 0.0).sum(axis=-1) * c["kv_s_per_token"]
             kv_slide = np.where(active, np.minimum(context, window), 0.0).sum(axis=-1) * c["kv_s_per_token"]
             flops_s = np.where(decode_row, c["attn_absorbed_s"], c["attn_expanded_s"])
