@@ -162,3 +162,20 @@ def test_fp4_weights_and_peaks():
     assert oss.weight_bytes("bf16", expert_dtype="nvfp4") > oss.weight_bytes("bf16", expert_dtype="mxfp4")
     assert oss.weight_bytes("fp8") < oss.weight_bytes("bf16")
     assert memory.weights_per_gpu_bytes(oss, "bf16", Parallelism(tp=2)) < 40 * GB
+
+
+def test_inline_hardware_takes_node_shape_and_fp4():
+    from simulator.spec import hardware_from_dict
+
+    base = {"memory_gib": 80, "memory_bandwidth_gbps": 3350, "tflops": {"bf16": 989, "fp4": 4000},
+            "interconnect_gbps": 450}
+    hw = hardware_from_dict("gpu", {**base, "internode_gbps": 100, "gpus_per_node": 4})
+    assert hw.internode_bandwidth == 100e9 and hw.gpus_per_node == 4 and hw.peak_flops("fp4") == 4000e12
+    with pytest.raises(ConfigError, match="gpus_per_node"):
+        hardware_from_dict("gpu", {**base, "gpus_per_node": 0})
+
+
+def test_a_stage_wider_than_a_node_is_refused():
+    with pytest.raises(ConfigError, match="at most 8"):
+        Parallelism(tp=1, dp=16, ep=16).check_node(8, "h200")
+    Parallelism(tp=8, pp=2).check_node(8, "h200")  # stages may span nodes

@@ -130,3 +130,10 @@ def test_routing_imbalance_slows_only_expert_parallel_ranks():
     # The busiest rank sees 96 tokens' worth of routing instead of 64: more of its 16 experts.
     ratio = distinct_experts(96, 128, 8) / distinct_experts(64, 128, 8)
     assert experts(ep, 1.5) / experts(ep, 1.0) == pytest.approx(ratio, rel=1e-9)
+
+
+def test_the_pipeline_bubble_is_reported():
+    llama, h100 = get_model("llama-3.1-70b"), get_hardware("h100-sxm")
+    model = MoERooflineModel(llama, h100, layout=Parallelism(tp=4, pp=4), micro_batches=4)
+    assert model.describe()["pipeline_bubble"] == pytest.approx(3 / 7)
+    assert MoERooflineModel(llama, h100, layout=Parallelism(tp=4)).describe()["pipeline_bubble"] == 0

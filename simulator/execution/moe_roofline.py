@@ -215,6 +215,7 @@ class MoERooflineModel:
             "tp": self.tp,
             "parallelism": self.layout.as_dict(),
             "micro_batches": self.micro_batches,
+            "pipeline_bubble": (self.layout.pp - 1) / (self.micro_batches + self.layout.pp - 1),
             "routing_imbalance": self.imbalance,
             "weight_dtype": self.weight_dtype,
             "expert_dtype": self.expert_dtype,
