@@ -32,6 +32,7 @@ MAX_DURATION_S = 30 * DAY_S  # a workload's duration, a diurnal period: a month 
 MAX_TIME_S = 10 * YEAR_S  # any simulated clock or trace span: a decade
 MAX_RATE = 1e6  # requests per second, about 100x the busiest public LLM API
 MAX_TOKENS = 10_000_000  # tokens of one prompt, output, context or step budget: 10M-token windows
+MAX_CONTEXT = 1 << 24  # a model's native context window (Llama 4 Scout's is 10,485,760 tokens)
 MAX_CLASSES = 100  # request classes: every class draws lengths for every request
 MAX_PRIORITY = 1_000_000  # |priority| of a request class
 MAX_WEIGHT = 1e9  # relative share of a request class
@@ -59,6 +60,8 @@ MAX_HEADS = 1 << 16
 MAX_VOCAB = 10_000_000
 MAX_EXPERTS = 1 << 16  # routed experts of one layer (DeepSeek-V3 has 256)
 MAX_ROPE_THETA = 1e12
+MAX_PARAMS = 10**14  # parameters of a model part given as a count (a vision encoder): 100 trillion
+MAX_GPUS_PER_NODE = 576  # GPUs joined by one NVLink domain (NVIDIA's largest announced: NVL576)
 
 # --- studies ----------------------------------------------------------------------------------
 MAX_SEEDS = 1000  # seeds (replications) per candidate or point

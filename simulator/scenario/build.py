@@ -16,6 +16,7 @@ from simulator.common.limits import MAX_KV_BLOCKS, MAX_KV_BLOCKS_PER_REPLICA
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.execution.calibration_file import REPO_ROOT, calibrated_model
 from simulator.execution.kernels.resolve import find_tables, kernel_model
+from simulator.execution.moe_roofline import MoERooflineModel
 from simulator.scenario.schema import Scenario, pool_scenario, resolve_model
 from simulator.scheduling import DeviceClass
 from simulator.scheduling.speculative import SpeculativeConfig
@@ -34,8 +35,22 @@ def resolve_calibration_path(path: str, scenario: Scenario) -> Path:
     )
 
 
-def _roofline(scenario: Scenario, model: ModelSpec, notice: str = "") -> RooflineModel:
+def needs_moe_roofline(model: ModelSpec, dep) -> bool:
+    """Experts, latent attention, sliding windows or more than tensor parallelism: the roofline of
+    simulator/execution/moe_roofline.py (the kernel tables price dense tensor-parallel models)."""
+    return model.is_moe or model.uses_mla or bool(model.num_sliding_window_layers) or not dep.layout.is_plain
+
+
+def _roofline(scenario: Scenario, model: ModelSpec, notice: str = "") -> ExecutionModel:
     dep, roof = scenario.deployment, scenario.execution.roofline
+    if needs_moe_roofline(model, dep):
+        return MoERooflineModel(
+            model, scenario.hardware_spec(), layout=dep.layout, weight_dtype=dep.weight_dtype,
+            kv_dtype=dep.kv_dtype, expert_dtype=dep.expert_dtype, compute_dtype=roof.compute_dtype,
+            micro_batches=dep.micro_batches, routing_imbalance=dep.routing_imbalance,
+            efficiency=RooflineEfficiency(**roof.efficiency.model_dump(exclude_none=True)),
+            overhead=StepOverhead(**roof.overhead.model_dump(exclude_none=True)), notice=notice,
+        )  # fmt: skip
     return RooflineModel(
         model,
         scenario.hardware_spec(),
@@ -75,7 +90,10 @@ def execution_model(scenario: Scenario) -> ExecutionModel:
     then says why)."""
     if scenario.execution.calibration is None:
         notice = ""
-        if scenario.execution.uses_kernel_tables:
+        if scenario.execution.uses_kernel_tables and needs_moe_roofline(scenario.model_spec(), scenario.deployment):
+            notice = ("kernel tables price dense tensor-parallel models only (no MoE, MLA or parallel-layout "
+                      "tables are shipped): step times from the roofline model")
+        elif scenario.execution.uses_kernel_tables:
             model, notice = _kernel_tables(scenario)
             if model is not None:
                 return model
@@ -113,7 +131,7 @@ def blocks_left_with_draft(scenario: Scenario, num_blocks: int) -> int:
     if draft is None:
         return num_blocks
     dep, bs = scenario.deployment, scenario.scheduler.block_size
-    target_kv = memory.kv_bytes_per_token_per_gpu(scenario.model_spec(), dep.kv_dtype, dep.tensor_parallel)
+    target_kv = memory.kv_bytes_per_token_per_gpu(scenario.model_spec(), dep.kv_dtype, dep.layout)
     draft_kv = memory.kv_bytes_per_token_per_gpu(draft, dep.kv_dtype, dep.tensor_parallel)
     free = num_blocks * bs * target_kv - memory.weights_per_gpu_bytes(draft, dep.weight_dtype, dep.tensor_parallel)
     blocks = int(free // (target_kv + draft_kv)) // bs
@@ -132,10 +150,13 @@ def kv_capacity_blocks(scenario: Scenario) -> int:
     """KV blocks per replica the scenario's GPUs hold once weights, activations and a draft fit."""
     model, hw, dep = scenario.model_spec(), scenario.hardware_spec(), scenario.deployment
     reserve = None if dep.activation_reserve_gb is None else dep.activation_reserve_gb * 1e9
+    seqs = scenario.scheduler.max_num_seqs
     num_blocks = memory.kv_capacity_blocks(
         model,
         hw,
-        tp=dep.tensor_parallel,
+        tp=dep.layout,
+        expert_dtype=dep.expert_dtype,
+        max_num_seqs=None if seqs is None else -(-seqs // dep.data_parallel_attention),
         weight_dtype=dep.weight_dtype,
         kv_dtype=dep.kv_dtype,
         gpu_memory_utilization=dep.gpu_memory_utilization,
@@ -158,7 +179,7 @@ def build_pool(
     gives the measured engine's)."""
     dep, cfg = scenario.deployment, scenario.scheduler
     model, hw = scenario.model_spec(), scenario.hardware_spec()
-    kv_bytes_per_token = memory.kv_bytes_per_token_per_gpu(model, dep.kv_dtype, dep.tensor_parallel)
+    kv_bytes_per_token = memory.kv_bytes_per_token_per_gpu(model, dep.kv_dtype, dep.layout)
     num_blocks = kv_capacity_blocks(scenario) if num_blocks is None else num_blocks
     num_host_blocks = int(cfg.swap_space_gb * GiB // (cfg.block_size * kv_bytes_per_token))
     check_block_count(scenario, num_blocks, num_host_blocks if cfg.preemption_mode == "swap" else 0)
@@ -167,6 +188,7 @@ def build_pool(
         replicas=dep.replicas,
         hardware=hw.name,
         tensor_parallel=dep.tensor_parallel,
+        layout=dep.layout,
         scheduler=cfg,
         router=scenario.router,
         num_blocks=num_blocks,
@@ -177,7 +199,7 @@ def build_pool(
         swap_s_per_token=kv_bytes_per_token / hw.host_link_bandwidth,
         num_host_blocks=num_host_blocks,
         draft=draft_execution(scenario),
-        device=DeviceClass(hw.name, hw.memory_bytes / GiB, world_size=dep.tensor_parallel),
+        device=DeviceClass(hw.name, hw.memory_bytes / GiB, world_size=dep.gpus_per_replica),
     )
 
 
@@ -203,7 +225,7 @@ def kv_link(scenario: Scenario, prefill: Scenario) -> KVLink:
     hw, dep = prefill.hardware_spec(), prefill.deployment
     bandwidth = hw.interconnect_bandwidth if cfg.link_gbps is None else cfg.link_gbps * 1e9
     latency = hw.interconnect_latency if cfg.link_latency_us is None else cfg.link_latency_us * 1e-6
-    per_token = memory.kv_bytes_per_token_per_gpu(scenario.model_spec(), dep.kv_dtype, dep.tensor_parallel)
+    per_token = memory.kv_bytes_per_token_per_gpu(scenario.model_spec(), dep.kv_dtype, dep.layout)
     return KVLink(bandwidth, latency, per_token)
 
 

@@ -6,6 +6,10 @@
       search:
         hardware: [a10g, l40s, a100-80gb, h100-sxm]
         tensor_parallel: [1, 2]
+        layouts:                     # or whole layouts (replacing tensor_parallel), e.g. for MoE models:
+          - {tensor_parallel: 8}
+          - {data_parallel_attention: 8, expert_parallel: 8}
+          - {tensor_parallel: 4, pipeline_parallel: 2}
         weight_dtype: [bf16, fp8]
         replicas: {min: 1, max: 16}
         max_num_seqs: [128, 256]     # default: the scenario's scheduler settings
@@ -43,7 +47,8 @@ from simulator.common.limits import (
 )
 from simulator.metrics.objectives import check_slo_key
 
-Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4", "fp4", "nvfp4", "mxfp4"]
+LAYOUT_KEYS = ("tensor_parallel", "data_parallel_attention", "expert_parallel", "pipeline_parallel")
 
 
 BatchSeqs = Annotated[int, Field(gt=0, le=MAX_BATCH_SEQS)]
@@ -64,6 +69,24 @@ class ReplicaRange(_Strict):
         return self
 
 
+def layout_label(group) -> str:
+    """tp=8, or tp=1 dp=8 ep=8, for a plan row or group."""
+    parts = [f"tp={int(group['tensor_parallel'])}"]
+    for key, short in (("data_parallel_attention", "dp"), ("expert_parallel", "ep"), ("pipeline_parallel", "pp")):
+        if int(group.get(key, 1)) > 1:
+            parts.append(f"{short}={int(group[key])}")
+    return " ".join(parts)
+
+
+class Layout(_Strict):
+    """How one replica spreads over its GPUs (the deployment fields of the same names)."""
+
+    tensor_parallel: TensorParallel = 1
+    data_parallel_attention: TensorParallel = 1
+    expert_parallel: TensorParallel = 1
+    pipeline_parallel: TensorParallel = 1
+
+
 class SearchSpace(_Strict):
     """Every combination of these is a candidate deployment."""
 
@@ -71,6 +94,10 @@ class SearchSpace(_Strict):
         min_length=1, max_length=MAX_SEARCH_VALUES, description="GPU types from the hardware catalog"
     )
     tensor_parallel: list[TensorParallel] = Field([1], min_length=1, max_length=MAX_SEARCH_VALUES)
+    layouts: list[Layout] | None = Field(
+        None, min_length=1, max_length=MAX_SEARCH_VALUES,
+        description="whole layouts (tensor, attention-data, expert, pipeline parallel) instead of tensor_parallel",
+    )
     weight_dtype: list[Dtype] = Field(["fp16"], min_length=1)
     replicas: ReplicaRange = ReplicaRange()
     max_num_seqs: list[BatchSeqs] | None = Field(
@@ -90,13 +117,25 @@ class SearchSpace(_Strict):
                 raise ValueError(str(exc)) from None
         return names
 
+    @model_validator(mode="after")
+    def _layouts_or_tensor_parallel(self) -> SearchSpace:
+        if self.layouts is not None and self.tensor_parallel != [1]:
+            raise ValueError("give tensor_parallel or layouts (which name their own tensor_parallel), not both")
+        return self
+
+    def layout_dicts(self) -> list[dict]:
+        if self.layouts is None:
+            return [{"tensor_parallel": tp, "data_parallel_attention": 1, "expert_parallel": 1, "pipeline_parallel": 1}
+                    for tp in self.tensor_parallel]  # fmt: skip
+        return [layout.model_dump() for layout in self.layouts]
+
     def groups(self, max_num_seqs: int, chunk_size: int) -> list[dict]:
         """Deployment settings apart from the replica count, in a fixed order."""
         return [
-            {"hardware": h, "tensor_parallel": tp, "weight_dtype": dt, "max_num_seqs": seqs, "chunk_size": chunk}
-            for h, tp, dt, seqs, chunk in itertools.product(
+            {"hardware": h, **layout, "weight_dtype": dt, "max_num_seqs": seqs, "chunk_size": chunk}
+            for h, layout, dt, seqs, chunk in itertools.product(
                 self.hardware,
-                self.tensor_parallel,
+                self.layout_dicts(),
                 self.weight_dtype,
                 self.max_num_seqs or [max_num_seqs],
                 self.chunk_size or [chunk_size],

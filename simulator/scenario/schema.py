@@ -43,7 +43,7 @@ from simulator.workload import WorkloadConfig
 # A name that is one path component: results/<name>/ can never point elsewhere.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.))*")
 
-Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4", "fp4", "nvfp4", "mxfp4"]
 
 
 class _Strict(BaseModel):
@@ -51,15 +51,39 @@ class _Strict(BaseModel):
 
 
 class DeploymentSettings(_Strict):
-    """What runs where: replicas of one model, each on `tensor_parallel` GPUs."""
+    """What runs where: replicas of one model, each on tensor_parallel x data_parallel_attention x
+    pipeline_parallel GPUs (layouts: simulator/spec/parallel.py)."""
 
     replicas: Replicas = 1
     tensor_parallel: TensorParallel = 1
+    data_parallel_attention: TensorParallel = Field(
+        1, description="attention groups of tensor_parallel ranks, each serving its own sequences (MoE models)"
+    )
+    expert_parallel: TensorParallel = Field(
+        1, description="ranks the routed experts spread over (whole experts per rank); 1: experts split by width"
+    )
+    pipeline_parallel: TensorParallel = Field(1, description="pipeline stages, each holding its share of the layers")
+    micro_batches: TensorParallel | None = Field(
+        None, description="micro-batches a step is split into through the stages; default: pipeline_parallel"
+    )
+    routing_imbalance: float = Field(
+        1.0, ge=1, le=64, description="tokens the busiest expert-parallel rank receives over the mean (1: uniform)"
+    )
     weight_dtype: Dtype = "fp16"
+    expert_dtype: Dtype | None = Field(None, description="routed experts' dtype; default: the checkpoint's, else weight_dtype")
     kv_dtype: Dtype = "fp16"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     activation_reserve_gb: MemoryGB | None = Field(None, description="default: estimated from the model")
     price_per_gpu_hour: Price | None = Field(None, description="default: the hardware catalog's")
+
+    @property
+    def layout(self) -> spec.Parallelism:
+        return spec.Parallelism(tp=self.tensor_parallel, dp=self.data_parallel_attention, ep=self.expert_parallel,
+                                pp=self.pipeline_parallel)  # fmt: skip
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel * self.data_parallel_attention * self.pipeline_parallel
 
 
 class EfficiencySettings(_Strict):
@@ -229,8 +253,11 @@ class Scenario(_Strict):
     def check_specs(self) -> None:
         """Resolve every catalog name and inline spec, so that a typo fails before any work starts;
         errors name the spec's place in the scenario."""
-        self.model_spec()
-        self.hardware_spec()
+        model, hardware = self.model_spec(), self.hardware_spec()
+        layout = self.deployment.layout
+        if not layout.is_plain:
+            layout.validate(model)
+            layout.check_node(hardware.gpus_per_node, hardware.name)
         if self.disaggregation is not None:
             for role in ("prefill", "decode"):
                 pool = getattr(self.disaggregation, role)
@@ -254,7 +281,7 @@ class Scenario(_Strict):
         per_gpu = self.deployment.price_per_gpu_hour
         if per_gpu is None:
             per_gpu = self.hardware_spec().price_per_hour
-        return per_gpu * self.deployment.tensor_parallel * self.deployment.replicas
+        return per_gpu * self.deployment.gpus_per_replica * self.deployment.replicas
 
     def with_updates(self, updates: dict[str, Any] | None = None, /, **sections: Any) -> Scenario:
         """A validated copy with changes, as dotted keys or nested sections, e.g.

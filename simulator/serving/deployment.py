@@ -8,12 +8,13 @@ prices); the serving layer only reads it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from simulator.execution import ExecutionModel
 from simulator.scheduling import DeviceClass, SchedulerConfig, resolve
 from simulator.serving.autoscaling import AutoscalingConfig
+from simulator.spec import Parallelism
 
 Role = Literal["colocated", "prefill", "decode"]
 
@@ -36,6 +37,11 @@ class Pool:
     num_host_blocks: int = 0  # host swap space per replica, in KV blocks
     draft: ExecutionModel | None = None  # the speculative draft model's step times, on the same GPUs
     device: DeviceClass | None = None  # what the policy's default batch sizes depend on (vLLM V1's do)
+    layout: Parallelism = field(default_factory=Parallelism)  # how one replica spreads over its GPUs (tensor_parallel = layout.tp)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel if self.layout.is_plain else self.layout.gpus
 
     @property
     def kv_tokens_per_replica(self) -> int:
@@ -56,6 +62,7 @@ class Pool:
             "replicas": self.replicas,
             "hardware": self.hardware,
             "tensor_parallel": self.tensor_parallel,
+            **({} if self.layout.is_plain else {"parallelism": self.layout.as_dict()}),
             "policy": self.scheduler.policy,
             "router": self.router,
             "kv_blocks_per_replica": self.num_blocks,

@@ -96,6 +96,7 @@ def _colocated_info(deployment: Deployment) -> dict:
         "hardware": pool.hardware,
         "replicas": pool.replicas,
         "tensor_parallel": pool.tensor_parallel,
+        **({} if pool.layout.is_plain else {"parallelism": pool.layout.as_dict()}),
         "weight_dtype": deployment.weight_dtype,
         "kv_dtype": deployment.kv_dtype,
         "policy": deployment.policy,
@@ -115,7 +116,7 @@ def _disaggregated_info(deployment: Deployment, served: Served) -> dict:
     return {
         "hardware": prefill["hardware"] if same else f"{prefill['hardware']} (prefill) + {decode['hardware']} (decode)",
         "replicas": prefill["replicas"] + decode["replicas"],
-        "gpus": prefill["replicas"] * prefill["tensor_parallel"] + decode["replicas"] * decode["tensor_parallel"],
+        "gpus": prefill_pool.replicas * prefill_pool.gpus_per_replica + decode_pool.replicas * decode_pool.gpus_per_replica,
         "weight_dtype": deployment.weight_dtype,
         "kv_dtype": deployment.kv_dtype,
         "policy": deployment.policy,
@@ -138,7 +139,8 @@ def describe(deployment: Deployment) -> str:
     """One line naming what ran."""
     if deployment.colocated:
         p = deployment.entry
-        return (f"{deployment.model} on {p.replicas}x{p.tensor_parallel} {p.hardware}, "
+        layout = "" if p.layout.is_plain else f" ({p.layout.describe()})"
+        return (f"{deployment.model} on {p.replicas}x{p.gpus_per_replica} {p.hardware}{layout}, "
                 f"{deployment.weight_dtype} weights, {deployment.policy} batching")  # fmt: skip
     prefill, decode = deployment.pools
     return (

@@ -6,6 +6,7 @@ from simulator.spec.dtypes import DTYPE_BYTES, GB, GiB, compute_dtype_for, dtype
 from simulator.spec.hardware import HardwareSpec
 from simulator.spec.inline import hardware_from_dict, model_from_dict
 from simulator.spec.model import ModelSpec
+from simulator.spec.parallel import Parallelism
 
 __all__ = [
     "DTYPE_BYTES",
@@ -13,6 +14,7 @@ __all__ = [
     "GiB",
     "HardwareSpec",
     "ModelSpec",
+    "Parallelism",
     "compute_dtype_for",
     "dtype_bytes",
     "get_hardware",

@@ -18,6 +18,11 @@ class HardwareSpec:
     interconnect_bandwidth: float  # bytes/s per direction, between GPUs of one node
     interconnect_latency: float = 5e-6  # seconds per collective hop
     host_link_bandwidth: float = 25e9  # bytes/s to host memory (PCIe), used for swapping
+    # Between nodes, per GPU per direction: one 400 Gb/s InfiniBand NDR NIC per GPU, as in the
+    # 8-GPU DGX/HGX H100, H200 and B200 reference nodes (8 x ConnectX-7). Pipeline stages and
+    # rank groups wider than one node cross it.
+    internode_bandwidth: float = 50e9
+    gpus_per_node: int = 8
     price_per_hour: float = 0.0  # on-demand USD per GPU-hour
     source: str = ""
     extra: dict = field(default_factory=dict)

@@ -8,16 +8,19 @@ allowed: > 0 and <= 1e+06`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulator.common.errors import ConfigError
 from simulator.common.limits import (
+    MAX_CONTEXT,
     MAX_EXPERTS,
+    MAX_GPUS_PER_NODE,
     MAX_HEADS,
     MAX_LAYERS,
     MAX_MEMORY_GIB,
+    MAX_PARAMS,
     MAX_ROPE_THETA,
     MAX_TFLOPS,
     MAX_TOKENS,
@@ -28,7 +31,7 @@ from simulator.common.limits import (
     Price,
 )
 from simulator.common.schema_errors import format_validation_error
-from simulator.spec.dtypes import GB, GiB
+from simulator.spec.dtypes import DTYPE_BYTES, GB, GiB
 from simulator.spec.hardware import HardwareSpec
 from simulator.spec.model import ModelSpec
 
@@ -50,7 +53,7 @@ class ModelFields(_Spec):
     num_kv_heads: Heads
     intermediate_size: Width
     vocab_size: int = Field(gt=0, le=MAX_VOCAB)
-    max_context: int = Field(ge=2, le=MAX_TOKENS, description="prompt + output tokens")
+    max_context: int = Field(ge=2, le=MAX_CONTEXT, description="prompt + output tokens")
     head_dim: int = Field(0, ge=0, le=MAX_WIDTH, description="0: hidden_size / num_heads")
     rope_theta: float = Field(10000.0, gt=0, le=MAX_ROPE_THETA)
     rms_norm_eps: float = Field(1e-5, gt=0, lt=1)
@@ -71,6 +74,14 @@ class ModelFields(_Spec):
     sliding_window: int = Field(0, ge=0, le=MAX_TOKENS, description="tokens a sliding-window layer attends to")
     num_sliding_window_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="layers with the window")
     attention_sinks: bool = False
+    chunked_attention: bool = False
+    # details that change parameter counts and bytes, not shapes
+    qk_norm: bool = False
+    attention_output_bias: bool = False
+    moe_bias: bool = False
+    expert_dtype: Literal[("", *DTYPE_BYTES)] = Field("", description="routed experts' checkpoint dtype; '': the weights'")
+    num_mtp_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="multi-token-prediction layers (not loaded)")
+    encoder_params: int = Field(0, ge=0, le=MAX_PARAMS, description="vision encoder parameters loaded with the model")
     source: str = ""
 
     @model_validator(mode="after")
@@ -84,6 +95,18 @@ class ModelFields(_Spec):
                 f"hidden_size ({self.hidden_size}) is not a multiple of num_heads ({self.num_heads}); "
                 "give head_dim"
             )
+        if self.num_experts and not 1 <= self.num_experts_per_token <= self.num_experts:
+            raise ValueError(
+                f"num_experts_per_token ({self.num_experts_per_token}) must be in 1..num_experts ({self.num_experts})"
+            )
+        if self.num_experts and self.moe_intermediate_size == 0:
+            raise ValueError("moe_intermediate_size must be > 0 when num_experts > 0")
+        if self.first_dense_layers > self.num_layers or self.num_sliding_window_layers > self.num_layers:
+            raise ValueError(
+                f"first_dense_layers and num_sliding_window_layers must be <= num_layers ({self.num_layers})"
+            )
+        if self.num_sliding_window_layers and self.sliding_window == 0:
+            raise ValueError("sliding_window must be >= 1 token when num_sliding_window_layers > 0")
         return self
 
 
@@ -96,6 +119,7 @@ class TflopsFields(_Spec):
     fp8: Tflops | None = None
     int8: Tflops | None = None
     int4: Tflops | None = None
+    fp4: Tflops | None = Field(None, description="NVFP4/MXFP4 tensor cores (Blackwell)")
 
     @model_validator(mode="after")
     def _has_a_base_rate(self) -> TflopsFields:
@@ -116,6 +140,8 @@ class HardwareFields(_Spec):
     interconnect_gbps: Bandwidth
     interconnect_latency_us: LatencyUs = 5.0
     host_link_gbps: Bandwidth = 25.0
+    internode_gbps: Bandwidth = Field(50.0, description="per GPU per direction between nodes")
+    gpus_per_node: int = Field(8, gt=0, le=MAX_GPUS_PER_NODE, description="GPUs on one NVLink domain")
     price_per_hour: Price = 0.0
     source: str = ""
 
@@ -147,6 +173,8 @@ def hardware_from_dict(name: str, data: dict, where: str = "hardware") -> Hardwa
         interconnect_bandwidth=hw.interconnect_gbps * GB,
         interconnect_latency=hw.interconnect_latency_us * 1e-6,
         host_link_bandwidth=hw.host_link_gbps * GB,
+        internode_bandwidth=hw.internode_gbps * GB,
+        gpus_per_node=hw.gpus_per_node,
         price_per_hour=hw.price_per_hour,
         source=hw.source,
     )

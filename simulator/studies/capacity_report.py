@@ -10,6 +10,7 @@ from rich.table import Table
 
 from simulator.common.console import report_console
 from simulator.execution.kernels.provenance import count_line
+from simulator.scenario.plan_schema import layout_label
 from simulator.studies.plan_result import PlanResult
 from simulator.studies.sweep import SweepResult
 
@@ -127,7 +128,7 @@ def print_plan(result: PlanResult, console: Console | None = None, top: int = 15
                   f"(first {min(top, len(sim))} of {len(sim)}; candidates.csv has all). Latencies at the "
                   "SLOs' percentiles, ms, [95% interval]", title_justify="left")
     headroom_label = "headroom" + (" (n+1, 1 seed)" if "n+1" in result.headroom_basis else " (1 seed)")
-    columns = ["GPU", "TP", "dtype", "seqs", "replicas", "$/h", "$/month", "$/1M out",
+    columns = ["GPU", "layout", "dtype", "seqs", "replicas", "$/h", "$/month", "$/1M out",
                *(f"{d['metric'].upper()} p{d['percentile']}" for d in decisive), "attain.", "P(met)",
                "window", "batch occ.", headroom_label, "status"]
     for col in columns:
@@ -135,7 +136,7 @@ def print_plan(result: PlanResult, console: Console | None = None, top: int = 15
     for idx, row in sim.head(top).iterrows():
         style = "bold green" if idx == result.winner else ("green" if row["status"] == "met" else "dim")
         table.add_row(
-            row["hardware"], str(row["tensor_parallel"]), row["weight_dtype"], str(row["max_num_seqs"]),
+            row["hardware"], layout_label(row), row["weight_dtype"], str(row["max_num_seqs"]),
             str(row["replicas"]), _f(row["usd_per_hour"], ",.2f"), _f(row.get("usd_per_month"), ",.0f"),
             _f(row["usd_per_1m_output_tokens"], ",.3f"),
             *(_ci(row, d["key"], _digits(d["metric"])) for d in decisive),
@@ -170,7 +171,7 @@ def _print_answer(result: PlanResult, console: Console) -> None:
         stats = ", ".join(f"{d['metric'].upper()} p{d['percentile']} {_ci(w, d['key'], _digits(d['metric']))} ms "
                           f"(limit {d['limit_ms']:g})" for d in result.decisive)
         console.print(
-            f"[bold green]answer: {int(w['replicas'])} x {w['hardware']} (tp={int(w['tensor_parallel'])}, "
+            f"[bold green]answer: {int(w['replicas'])} x {w['hardware']} ({layout_label(w)}, "
             f"{w['weight_dtype']}, max_num_seqs={int(w['max_num_seqs'])}) = {int(w['gpus'])} GPUs, "
             f"${w['usd_per_hour']:,.2f}/h, ${w['usd_per_month']:,.0f}/month, "
             f"${_f(w.get('usd_per_1m_output_tokens'), ',.3f')} per 1M output tokens "
@@ -193,7 +194,7 @@ def _print_answer(result: PlanResult, console: Console) -> None:
         w = c.loc[result.closest]
         console.print("[bold red]no candidate meets every SLO.")
         console.print(
-            f"closest: {int(w['replicas'])} x {w['hardware']} (tp={int(w['tensor_parallel'])}, {w['weight_dtype']}), "
+            f"closest: {int(w['replicas'])} x {w['hardware']} ({layout_label(w)}, {w['weight_dtype']}), "
             f"${w['usd_per_hour']:,.2f}/h, which misses: {w['reason']}", highlight=False)
         if result.rejected_groups:
             console.print("groups rejected by the physics pre-check cannot be fixed by more replicas; the others "

@@ -40,6 +40,7 @@ import pandas as pd
 from simulator.common.errors import ConfigError
 from simulator.metrics.objectives import check_slo_key
 from simulator.scenario import Scenario, load_scenario, parse_scenario
+from simulator.scenario.plan_schema import LAYOUT_KEYS, layout_label
 from simulator.scenario.window import stationary_rate
 from simulator.studies.parallel import run_tasks
 from simulator.studies.plan_confirm import confirm
@@ -57,7 +58,7 @@ from simulator.studies.search_space import set_path
 from simulator.studies.trials import DETERMINISTIC_NOTE, is_deterministic, rule_for, steady_data
 from simulator.workload.diurnal import DiurnalArrival, TableProfile, TraceProfile
 
-GROUP_KEYS = ["hardware", "tensor_parallel", "weight_dtype", "max_num_seqs", "chunk_size"]
+GROUP_KEYS = ["hardware", *LAYOUT_KEYS, "weight_dtype", "max_num_seqs", "chunk_size"]
 SIMULATED_COLUMNS = ["stage", "seeds_run", "ttft_p90_ms", "tpot_p90_ms", "e2e_p90_ms", "attainment_pct",
                      "usd_per_1m_output_tokens", "usd_per_1m_total_tokens", "goodput_rps", "gpu_busy",
                      "batch_occupancy", "token_budget_use", "kv_mean", "usd_per_hour", "p_slo_met", "slo_met",
@@ -99,8 +100,8 @@ def prepare(scenario: Scenario) -> tuple[dict, list[str]]:
 
 
 def group_label(group: dict) -> str:
-    return (f"{group['hardware']} tp={group['tensor_parallel']} {group['weight_dtype']} "
-            f"seqs={group['max_num_seqs']}")
+    return f"{group['hardware']} {layout_label(group)} {group['weight_dtype']} seqs={group['max_num_seqs']}"
+
 
 
 def run_plan(
@@ -195,7 +196,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     for col in SIMULATED_COLUMNS:  # present even when nothing could be simulated
         if col not in frame:
             frame[col] = None if col in TEXT_COLUMNS else float("nan")
-    frame["gpus"] = frame["tensor_parallel"] * frame["replicas"]
+    frame["gpus"] = (frame["tensor_parallel"] * frame["data_parallel_attention"] * frame["pipeline_parallel"]
+                     * frame["replicas"])  # fmt: skip
     frame["seeds_run"] = frame["seeds_run"].astype("Int64")
     frame["usd_per_month"] = frame["usd_per_hour"] * 730.0
     return frame
@@ -211,7 +213,7 @@ def _precheck(base: dict, group: dict, base_dir, seed: int, rule, class_slos) ->
     try:
         reason, _ = physics_reason(data, base_dir, seed, rule, class_slos)
     except ConfigError as exc:
-        return f"memory: {exc}"
+        return f"{'layout' if str(exc).startswith('deployment') else 'memory'}: {exc}"
     return reason
 
 

@@ -13,11 +13,12 @@ import heapq
 
 import pandas as pd
 
+from simulator.scenario.plan_schema import LAYOUT_KEYS
 from simulator.studies.parallel import default_workers, run_tasks
 from simulator.studies.plan_search import confirm_candidate
 
 MAX_CONFIRMATIONS = 6
-GROUP_KEYS = ["hardware", "tensor_parallel", "weight_dtype", "max_num_seqs", "chunk_size"]
+GROUP_KEYS = ["hardware", *LAYOUT_KEYS, "weight_dtype", "max_num_seqs", "chunk_size"]
 
 
 def _gkey(row) -> tuple:

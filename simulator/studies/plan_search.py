@@ -69,6 +69,9 @@ def candidate_data(base: dict, group: dict, replicas: int, n_plus_one: bool, pri
     data = set_path(base, "hardware", group["hardware"])
     for key, value in (
         ("deployment.tensor_parallel", group["tensor_parallel"]),
+        ("deployment.data_parallel_attention", group.get("data_parallel_attention", 1)),
+        ("deployment.expert_parallel", group.get("expert_parallel", 1)),
+        ("deployment.pipeline_parallel", group.get("pipeline_parallel", 1)),
         ("deployment.weight_dtype", group["weight_dtype"]),
         ("deployment.replicas", replicas - 1 if n_plus_one else replicas),
         ("deployment.price_per_gpu_hour", price),
