@@ -23,3 +23,14 @@ def test_notebook_executes(path, tmp_path):
 
 def test_there_are_notebooks():
     assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_stored_outputs_read_as_text(path):
+    """Saved outputs carry no terminal escape codes and no bare object reprs."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = out.get("text", "") + "".join(str(v) for v in out.get("data", {}).values())
+            assert "\x1b[" not in text, f"cell {i} of {path.name} stores ANSI escape codes"
+            assert " object at 0x" not in text and "Styler at 0x" not in text, f"cell {i}: a bare repr"

@@ -24,7 +24,7 @@ INPUT_SUFFIXES = (".yaml", ".yml", ".csv", ".jsonl", ".json")
 def readme_commands() -> list[str]:
     """Every shell line of the README's bash blocks that runs llmsim (continuations joined)."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL):
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
             line = line.split("  #")[0].strip()
