@@ -15,7 +15,7 @@ import numpy as np
 import simpy
 
 from simulator.execution import ExecutionModel
-from simulator.execution.kernels.provenance import step_sources
+from simulator.execution.kernels.provenance import run_sources
 from simulator.scheduling import Scheduler, Sequence, Step
 
 
@@ -101,13 +101,11 @@ class Replica:
             start = env.now
             self._sample(1)
             new, cached = step.arrays()
-            extrapolated = self.execution.is_extrapolated(new, cached)
             if runs == 1:
                 emitted = self.speculation.emitted(step) if self.speculation and step.draft_tokens else None
                 yield env.timeout(self.execution.step_time(new, cached) + self._side_time(step))
                 finished = self.scheduler.complete(step, env.now, num_emitted=emitted)
                 done = 1
-                self.step_sources.update(step_sources(self.execution, new, cached))
             else:
                 ends = start + np.cumsum(self.execution.decode_run_times(cached, runs))
                 self._wakeup = env.event()
@@ -117,7 +115,8 @@ class Replica:
                     done = int(np.searchsorted(ends, env.now)) + 1
                     yield env.timeout(ends[done - 1] - env.now)
                 finished = self.scheduler.complete_decode_run(step, ends[:done])
-                self.step_sources.update(step_sources(self.execution, new, cached, done))
+            sources, extrapolated = run_sources(self.execution, new, cached, done)  # (this step's arrays)
+            self.step_sources.update(sources)
             self.num_steps += done
             self.num_extrapolated_steps += done if extrapolated else 0
             self.busy_time += env.now - start

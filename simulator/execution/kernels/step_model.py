@@ -221,28 +221,38 @@ class KernelTableModel:
             hit = self._decode_code_cache[rows] = (fixed, Provenance(code), float(self.decode.knot_len[0]), until)
         return hit
 
-    def step_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> Counter:
-        """Provenance labels of `num_steps` steps: this one and, for a pure-decode step, the
-        decode steps that follow it with one more cached token per row each."""
+    def run_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> tuple[Counter, bool]:
+        """Provenance labels of `num_steps` steps (this one and, for a pure-decode step, the
+        decode steps that follow it with one more cached token per row each), and whether the
+        first of them is extrapolated: both from one look at the step."""
         new = np.asarray(new_tokens)
         if new.size and new.min() == 1 and new.max() == 1:  # the common case, kept cheap
             cached = np.asarray(cached_tokens)
             fixed, attention, shortest, until = self._decode_codes(new.size)
             lo, hi = float(cached.min()) + 1.0, float(cached.max()) + 1.0
-            inside = min(num_steps, max(0, int(until - hi) + 1)) if lo >= shortest else 0
+            reach = max(0, int(until - hi) + 1) if lo >= shortest else 0  # steps inside the measured range
+            inside = min(num_steps, reach)
+            base = max(fixed, attention)
             out = Counter()
             if inside:
-                out[max(fixed, attention).label] = inside
+                out[base.label] = inside
+            beyond = max(base, Provenance.EXTRAPOLATED)
             if num_steps > inside:
-                out[max(fixed, attention, Provenance.EXTRAPOLATED).label] += num_steps - inside
-            return out
+                out[beyond.label] += num_steps - inside
+            return out, (base if reach else beyond) is Provenance.EXTRAPOLATED
         new, cached = self._active(new_tokens, cached_tokens)
         if new.size == 0:
-            return Counter()
-        return Counter({self._mixed(new, cached)[1].label: num_steps})
+            return Counter(), False
+        code = self._mixed(new, cached)[1]
+        return Counter({code.label: num_steps}), code is Provenance.EXTRAPOLATED
+
+    def step_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> Counter:
+        """Provenance labels of `num_steps` steps: this one and, for a pure-decode step, the
+        decode steps that follow it with one more cached token per row each."""
+        return self.run_sources(new_tokens, cached_tokens, num_steps)[0]
 
     def is_extrapolated(self, new_tokens, cached_tokens) -> bool:
-        return Provenance.EXTRAPOLATED.label in self.step_sources(new_tokens, cached_tokens)
+        return self.run_sources(new_tokens, cached_tokens)[1]
 
     # --- reporting ---------------------------------------------------------------------------
     def breakdown(self, new_tokens, cached_tokens) -> dict[str, float]:
