@@ -1,7 +1,7 @@
 """Simulator speed: the whole Azure 2023 conversation trace (19,366 requests, 58 minutes) on 4
 replicas of Llama-3-8B on A100-80GB under vLLM V1 batching, step times from the shipped kernel
 tables (vLLM 0.14.0 on A100), every metric computed. Prints the simulation time (drawing the
-workload, serving it, summarising it) apart from start-up (imports, reading the scenario,
+workload, serving it, summarising it; wall and CPU time) apart from start-up (imports, reading the scenario,
 building the deployment and its step model); nothing is plotted.
 
 Each repeat runs in a fresh process. With `--against DIR` (another checkout of llmsim, e.g. the
@@ -36,11 +36,12 @@ def child(overrides: list[str]) -> None:
     imported = time.perf_counter()
     scenario = load_scenario(SCENARIO, overrides)
     deployment = build_deployment(scenario)
-    built = time.perf_counter()
+    built, cpu = time.perf_counter(), time.process_time()
     results = run(scenario, deployment=deployment)
     done = time.perf_counter()
     print(json.dumps({
         "import_s": imported - start, "build_s": built - imported, "simulate_s": done - built,
+        "simulate_cpu_s": time.process_time() - cpu,
         "requests": results.summary.total, "steps": results.info["steps"],
         "p90_ttft_ms": results.summary.latency["ttft"].p90 * 1e3, "saturated": results.summary.saturated,
     }))
@@ -77,19 +78,22 @@ def main() -> None:
     for name in order:
         r = measure(trees[name], extra)
         runs[name].append(r)
-        print(f"  {name:8s} simulate {r['simulate_s']:6.2f} s  (start-up: import {r['import_s']:.2f} s, build "
+        print(f"  {name:8s} simulate {r['simulate_s']:6.2f} s wall, {r['simulate_cpu_s']:6.2f} s CPU  (start-up: import {r['import_s']:.2f} s, build "
               f"{r['build_s']:.2f} s)  load {load()}", flush=True)
     for name in names:
         sims = [r["simulate_s"] for r in runs[name]]
+        cpus = [r["simulate_cpu_s"] for r in runs[name]]
         r = runs[name][0]
         print(f"{name} ({trees[name]}): {r['requests']:,} requests, {r['steps']:,} engine steps, p90 TTFT "
               f"{r['p90_ttft_ms']:.0f} ms, saturated {r['saturated']}; simulation min {min(sims):.2f} s, median "
-              f"{statistics.median(sims):.2f} s of {len(sims)}; {r['requests'] / min(sims):,.0f} requests per second")
+              f"{statistics.median(sims):.2f} s of {len(sims)} (CPU min {min(cpus):.2f} s, median "
+              f"{statistics.median(cpus):.2f} s); {r['requests'] / min(sims):,.0f} requests per second")
     if len(names) == 2:
-        med = {n: statistics.median(r["simulate_s"] for r in runs[n]) for n in names}
-        best = {n: min(r["simulate_s"] for r in runs[n]) for n in names}
-        print(f"against / this: {med['against'] / med['this']:.1f}x by median, {best['against'] / best['this']:.1f}x "
-              f"by min")
+        for key, what in (("simulate_s", "wall"), ("simulate_cpu_s", "CPU")):
+            med = {n: statistics.median(r[key] for r in runs[n]) for n in names}
+            best = {n: min(r[key] for r in runs[n]) for n in names}
+            print(f"against / this, {what} time: {med['against'] / med['this']:.2f}x by median, "
+                  f"{best['against'] / best['this']:.2f}x by min")
     print(f"load average at end {load()} ({os.cpu_count()} CPUs)")
 
 
