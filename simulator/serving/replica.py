@@ -30,6 +30,7 @@ class Replica:
         merge_decode_steps: bool = True,
         swap_s_per_token: float = 0.0,
         speculation=None,
+        keep_samples: bool = True,
     ):
         self.env = env
         self.id = replica_id
@@ -45,6 +46,10 @@ class Replica:
         self.step_sources: Counter = Counter()  # provenance label -> steps
         # (time, replica, waiting, running, kv_usage, busy): the state from this moment until the next sample
         self.samples: list[tuple[float, int, int, int, float, int]] = []
+        # Without samples kept (a streamed run): first and last sample time, the last busy and
+        # KV usage, and their integrals over time, for the time-weighted means.
+        self.keep_samples = keep_samples
+        self._integrals: list[float] | None = None
         self._wakeup = env.event()
         env.process(self._loop())
 
@@ -82,7 +87,26 @@ class Replica:
     # --- the engine loop -------------------------------------------------------------------
     def _sample(self, busy: int) -> None:
         s = self.scheduler
-        self.samples.append((self.env.now, self.id, s.num_waiting, s.num_running, s.blocks.usage, busy))
+        if self.keep_samples:
+            self.samples.append((self.env.now, self.id, s.num_waiting, s.num_running, s.blocks.usage, busy))
+            return
+        now, acc = self.env.now, self._integrals
+        if acc is None:
+            self._integrals = [now, now, busy, s.blocks.usage, 0.0, 0.0]
+            return
+        dt = now - acc[1]
+        acc[4] += acc[2] * dt
+        acc[5] += acc[3] * dt
+        acc[1], acc[2], acc[3] = now, busy, s.blocks.usage
+
+    def time_weighted_means(self) -> tuple[float, float] | None:
+        """(busy fraction, KV usage) averaged over time from the first sample to the last, when
+        samples are not kept; None before any sample."""
+        acc = self._integrals
+        if acc is None:
+            return None
+        span = acc[1] - acc[0]
+        return (acc[4] / span, acc[5] / span) if span > 0 else (float(acc[2]), float(acc[3]))
 
     def _loop(self):
         env = self.env
