@@ -100,7 +100,7 @@ class V1PrefixCache(PrefixCachingBlockManager):
             self._publish(table[start:min(done, len(named))], named[start:done])
         lo = max(start, len(named))
         if done > lo:
-            keys = range(self._own_key(seq, lo), self._own_key(seq, done), -1)
+            keys = list(range(self._own_key(seq, lo), self._own_key(seq, done), -1))  # one int object per key
             if seq.num_preemptions:
                 self._publish(table[lo:done], keys)
             else:  # none of these keys is published yet, and blocks past `start` never are
