@@ -93,6 +93,8 @@ def test_streamed_run_serves_the_same_requests_as_one_in_memory(tmp_path):
     assert streamed.info["step_sources"] == memory.info["step_sources"]
     assert streamed.summary.latency["e2e"].mean == pytest.approx(memory.summary.latency["e2e"].mean)
     assert streamed.summary.gpu_busy_fraction == pytest.approx(memory.summary.gpu_busy_fraction)
+    folder = streamed.save(tmp_path / "results")
+    assert (folder / "summary.json").is_file() and not (folder / "requests.csv").exists()
     written = pd.read_csv(tmp_path / "out" / "requests.csv").sort_values("id").reset_index(drop=True)
     expected = memory.requests.reset_index(drop=True)
     assert np.allclose(written["e2e"].to_numpy(), expected["e2e"].to_numpy(), equal_nan=True)
