@@ -7,6 +7,7 @@ requires the two folders to hold byte-identical files.
     .venv/bin/python benchmarks/same_results.py write /tmp/before      # on the old code
     .venv/bin/python benchmarks/same_results.py write /tmp/after       # on the new code
     .venv/bin/python benchmarks/same_results.py compare /tmp/before /tmp/after
+    (--only 'azure*' on both restricts them to matching scenario files)
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = ("summary.json", "requests.csv")
 
 
-def shipped_scenarios() -> list[Path]:
-    return sorted((ROOT / "scenarios").glob("*.yaml")) + sorted((ROOT / "scenarios" / "research").glob("*.yaml"))
+def shipped_scenarios(only: str = "*") -> list[Path]:
+    every = sorted((ROOT / "scenarios").glob("*.yaml")) + sorted((ROOT / "scenarios" / "research").glob("*.yaml"))
+    return [p for p in every if p.match(only if only.endswith(".yaml") else only + ".yaml")]
 
 
-def write(out: Path) -> None:
+def write(out: Path, only: str = "*") -> None:
     import simulator
 
-    for path in shipped_scenarios():
+    for path in shipped_scenarios(only):
         start = time.perf_counter()
         results = simulator.run(simulator.load_scenario(path))
         folder = results.save(out / path.relative_to(ROOT / "scenarios").with_suffix(""))
@@ -36,8 +38,8 @@ def write(out: Path) -> None:
               f"{time.perf_counter() - start:.1f} s -> {folder}")
 
 
-def compare(before: Path, after: Path) -> int:
-    names = [p.relative_to(ROOT / "scenarios").with_suffix("") for p in shipped_scenarios()]
+def compare(before: Path, after: Path, only: str = "*") -> int:
+    names = [p.relative_to(ROOT / "scenarios").with_suffix("") for p in shipped_scenarios(only)]
     differ = 0
     for name in names:
         for file in FILES:
@@ -56,15 +58,18 @@ def compare(before: Path, after: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("write").add_argument("out", type=Path)
+    w = sub.add_parser("write")
+    w.add_argument("out", type=Path)
     p = sub.add_parser("compare")
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)
+    for cmd in (w, p):
+        cmd.add_argument("--only", default="*", help="scenario file name pattern (default: every one)")
     args = parser.parse_args()
     if args.command == "write":
-        write(args.out)
+        write(args.out, args.only)
         return 0
-    return compare(args.before, args.after)
+    return compare(args.before, args.after, args.only)
 
 
 if __name__ == "__main__":

@@ -72,13 +72,16 @@ class Results:
         info = {k: v for k, v in self.info.items() if k not in RUN_LOG_KEYS}
         summary = self.summary.to_dict() | {"run": info}
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
-        write_table(self.requests, folder / "requests", formats, float_format="%.6f")
+        streamed = "streamed" in self.info  # its requests.csv was written as it ran (info.streamed names it)
+        if not streamed:
+            write_table(self.requests, folder / "requests", formats, float_format="%.6f")
         if self.timeseries is not None:
             write_table(self.timeseries, folder / "timeseries", formats, float_format="%.6f")
         log = {k: self.info[k] for k in RUN_LOG_KEYS if k in self.info}
         log["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:  # a plot never costs the run its numbers
-            self.plot(folder / "plots")
+            if not streamed:
+                self.plot(folder / "plots")
             if "autoscaling" in self.info:
                 from simulator.metrics.replica_timeline import save_outputs
 

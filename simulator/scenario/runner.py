@@ -11,6 +11,7 @@ from simulator.metrics.steady_state import Decisive
 from simulator.scenario.build import build_deployment
 from simulator.scenario.measure import measure, restrict
 from simulator.scenario.schema import Scenario
+from simulator.scenario.streamed import run_streamed, streams
 from simulator.scenario.window import Window, decisive_percentiles, resolve_window, windowed
 from simulator.serving import Deployment, results, serve
 from simulator.workload import Workload, generate
@@ -37,6 +38,8 @@ def run(
     seed = scenario.seed if seed is None else seed
     if seed != scenario.seed:
         scenario = scenario.model_copy(update={"seed": seed})
+    if workload is None and streams(scenario):
+        return run_streamed(scenario, seed, deployment or build_deployment(scenario), started)
     decisive = decisive or decisive_percentiles(scenario)
     if scenario.run.window is None or workload is not None:
         deployment = deployment or build_deployment(scenario)

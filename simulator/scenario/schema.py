@@ -25,6 +25,7 @@ from simulator.common.limits import (
     MAX_SEED,
     MAX_STEP_OVERHEAD_S,
     MemoryGB,
+    NumRequests,
     PositiveSeconds,
     Price,
     Replicas,
@@ -172,6 +173,13 @@ class RunSettings(_Strict):
     window: MeasurementWindow | None = Field(
         None, description="measure a steady state by simulated time: warm-up, window, cool-down "
         "(simulator/scenario/window.py); plan and sweep use one ({} = defaults) unless given"
+    )
+    stream_above: NumRequests | None = Field(
+        None, description="stream runs expected to hold more requests than this: arrivals drawn lazily, records "
+        "written to stream_dir in chunks, percentiles from a quantile sketch within 1% (docs/metrics.md)"
+    )
+    stream_dir: str | None = Field(
+        None, description="folder for a streamed run's requests.csv; default: a new folder under the system's temp"
     )
 
 

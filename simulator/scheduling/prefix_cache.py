@@ -122,31 +122,30 @@ class PrefixCachingBlockManager(BlockManager):
         self._published[seq] = len(match)
         return len(match) * self.block_size
 
-    def _take(self) -> int:
-        if self._free:
-            return self._free.popleft()
-        block, _ = self._evictable.popitem(last=False)  # least recently freed
-        del self._by_hash[self._hash_of.pop(block)]
-        return block
-
     def allocate(self, seq: Sequence, num_tokens: int) -> None:
         need = self.blocks_needed(seq, num_tokens)
         if need > self.num_free:
             raise RuntimeError(f"KV cache over capacity: need {need} blocks, {self.num_free} free")
-        for _ in range(need):
-            block = self._take()
-            self._refs[block] = 1
-            seq.block_table.append(block)
+        free, refs, table = self._free, self._refs, seq.block_table
+        for _ in range(need):  # `_take`, inlined: this runs once per block of every sequence
+            if free:
+                block = free.popleft()
+            else:
+                block, _ = self._evictable.popitem(last=False)  # least recently freed
+                del self._by_hash[self._hash_of.pop(block)]
+            refs[block] = 1
+            table.append(block)
 
     def free(self, seq: Sequence) -> None:
         # Tail blocks first, so that a prompt's later blocks are evicted before its shared start.
+        refs, cached, evictable, free = self._refs, self._hash_of, self._evictable, self._free
         for block in reversed(seq.block_table):
-            self._refs[block] -= 1
-            if self._refs[block] == 0:
-                if block in self._hash_of:
-                    self._evictable[block] = None
+            refs[block] -= 1
+            if refs[block] == 0:
+                if block in cached:
+                    evictable[block] = None
                 else:
-                    self._free.append(block)
+                    free.append(block)
         seq.block_table = []
         self._chains.pop(seq, None)
         self._published.pop(seq, None)

@@ -23,42 +23,53 @@ a sequence's tail before its head.
 
 from __future__ import annotations
 
-from simulator.scheduling.block_hash import ROOT_HASH, hash_block
+from simulator.scheduling.block_hash import ROOT_HASH, chain_hashes, hash_block
 from simulator.scheduling.prefix_cache import PrefixCachingBlockManager, block_identities
 from simulator.scheduling.sequence import Sequence
 
 
 class V1PrefixCache(PrefixCachingBlockManager):
-    def __init__(self, num_blocks: int, block_size: int = 16, watermark: float = 0.0, hash_block_tokens=None):
-        super().__init__(num_blocks, block_size, watermark, hash_block_tokens)
-        self._trace_ids: dict[Sequence, list[tuple]] = {}
-
     # --- block names --------------------------------------------------------------------------
-    def _identity(self, seq: Sequence, j: int) -> tuple:
-        bs = self.block_size
-        if seq.prompt_token_ids is not None:
-            return tuple(int(t) for t in _tokens(seq, j * bs, (j + 1) * bs))
-        named = self._trace_ids.get(seq)
-        if named is None:
-            named = self._trace_ids[seq] = block_identities(seq, bs, self.hash_block_tokens)
-        return named[j] if j < len(named) else ("seq", seq.seq_id, j)
+    # A block past the trace's named ones holds tokens unique to its sequence, so its chained hash
+    # is unique too: it is stood for by a key of its own, -(seq_id * 2**32 + j + 1), which no
+    # hash (64 bits, not negative) equals, with no hashing and published in bulk.
+    def _own_key(self, seq: Sequence, j: int) -> int:
+        return -((seq.seq_id << 32) + j + 1)
 
-    def _chain(self, seq: Sequence) -> list[int]:
-        """Chained hashes of the sequence's full blocks of known tokens, extended as it grows."""
+    def _named(self, seq: Sequence) -> list[int]:
+        """Chained hashes of the blocks the trace names (sequences without token ids)."""
+        chain = self._chains.get(seq)
+        if chain is None:
+            chain = self._chains[seq] = chain_hashes(block_identities(seq, self.block_size, self.hash_block_tokens))
+        return chain
+
+    def _token_chain(self, seq: Sequence) -> list[int]:
+        """Chained hashes of the sequence's full blocks of known token ids, extended as it grows."""
         chain = self._chains.setdefault(seq, [])
-        full = seq.num_tokens // self.block_size
+        bs = self.block_size
         parent = chain[-1] if chain else ROOT_HASH
-        for j in range(len(chain), full):
-            parent = hash_block(parent, self._identity(seq, j))
+        for j in range(len(chain), seq.num_tokens // bs):
+            parent = hash_block(parent, tuple(int(t) for t in _tokens(seq, j * bs, (j + 1) * bs)))
             chain.append(parent)
         return chain
 
     def _match(self, seq: Sequence) -> list[int]:
         if seq.num_computed or seq.block_table:
             return []  # progress made elsewhere (or already admitted): nothing to look up
+        limit = (seq.num_tokens - 1) // self.block_size
+        tokens = seq.prompt_token_ids is not None
+        named = self._token_chain(seq) if tokens else self._named(seq)
         found = []
-        for h in self._chain(seq)[: (seq.num_tokens - 1) // self.block_size]:
+        for h in named[:limit]:
             block = self._by_hash.get(h)
+            if block is None:
+                return found
+            found.append(block)
+        # A sequence's own blocks were only ever published by itself, before a preemption.
+        if tokens or not seq.num_preemptions:
+            return found
+        for j in range(len(named), limit):
+            block = self._by_hash.get(self._own_key(seq, j))
             if block is None:
                 break
             found.append(block)
@@ -68,22 +79,35 @@ class V1PrefixCache(PrefixCachingBlockManager):
     def cache_computed(self, seq: Sequence) -> None:
         """Nothing to do after a step: its blocks were published when it was scheduled."""
 
+    def _publish(self, j_blocks, keys) -> None:
+        for block, h in zip(j_blocks, keys):
+            if h not in self._by_hash and block not in self._hash_of:
+                self._by_hash[h] = block
+                self._hash_of[block] = h
+
     def cache_blocks(self, seq: Sequence, num_tokens: int) -> None:
         done = min(num_tokens, seq.num_tokens, len(seq.block_table) * self.block_size) // self.block_size
         start = self._published.get(seq, 0)
         if done <= start:
             return
-        chain = self._chain(seq)
-        for j in range(start, done):
-            block, h = seq.block_table[j], chain[j]
-            if h not in self._by_hash and block not in self._hash_of:
-                self._by_hash[h] = block
-                self._hash_of[block] = h
+        table = seq.block_table
+        if seq.prompt_token_ids is not None:
+            self._publish(table[start:done], self._token_chain(seq)[start:done])
+            self._published[seq] = done
+            return
+        named = self._named(seq)
+        if start < len(named):
+            self._publish(table[start:min(done, len(named))], named[start:done])
+        lo = max(start, len(named))
+        if done > lo:
+            keys = list(range(self._own_key(seq, lo), self._own_key(seq, done), -1))  # one int object per key
+            if seq.num_preemptions:
+                self._publish(table[lo:done], keys)
+            else:  # none of these keys is published yet, and blocks past `start` never are
+                blocks = table[lo:done]
+                self._by_hash.update(zip(keys, blocks))
+                self._hash_of.update(zip(blocks, keys))
         self._published[seq] = done
-
-    def free(self, seq: Sequence) -> None:
-        super().free(seq)
-        self._trace_ids.pop(seq, None)
 
 
 def _tokens(seq: Sequence, start: int, end: int) -> list[int]:

@@ -96,13 +96,15 @@ class VLLMV1Scheduler(Scheduler):
         """Allocate running `seq`'s blocks for `new` tokens, preempting from the end of the
         running list until they fit. False if `seq` itself had to go."""
         cover = self._cover(seq.num_computed + new)
-        while not self.blocks.can_allocate(self.blocks.blocks_needed(seq, cover)):
-            victim = self.running[-1]
-            self._preempt(victim)
-            if victim is seq:
-                return False
-        self.blocks.allocate(seq, cover)
-        self.blocks.cache_blocks(seq, seq.num_computed + new)
+        blocks = self.blocks
+        if len(seq.block_table) * blocks.block_size < cover:  # else it already holds them (most decodes)
+            while not blocks.can_allocate(blocks.blocks_needed(seq, cover)):
+                victim = self.running[-1]
+                self._preempt(victim)
+                if victim is seq:
+                    return False
+            blocks.allocate(seq, cover)
+        blocks.cache_blocks(seq, seq.num_computed + new)
         return True
 
     def _admit_head(self, now: float, cap: int, budget: int) -> int:

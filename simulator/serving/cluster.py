@@ -44,13 +44,17 @@ class Cluster:
         pool = self.serving
         pool[self.router.choose(pool, seq)].submit(seq)
 
-    def feed(self, seqs: Iterable[Sequence], expected: int):
-        """SimPy process: release each sequence at its arrival time (open loop)."""
+    def feed(self, seqs: Iterable[Sequence], expected: int | None):
+        """SimPy process: release each sequence at its arrival time (open loop). `expected`: how
+        many there are; None when they are drawn lazily (counted, and awaited, once all came)."""
         self._expected = expected
         env = self.env
+        count = 0
         for seq in seqs:
             if seq.arrival > env.now:
                 yield env.timeout(seq.arrival - env.now)
             self.dispatch(seq)
+            count += 1
+        expected = self._expected = count if expected is None else expected
         if self.num_finished >= expected and not self.all_done.triggered:
             self.all_done.succeed()

@@ -15,7 +15,7 @@ import numpy as np
 import simpy
 
 from simulator.execution import ExecutionModel
-from simulator.execution.kernels.provenance import step_sources
+from simulator.execution.kernels.provenance import run_sources
 from simulator.scheduling import Scheduler, Sequence, Step
 
 
@@ -30,6 +30,7 @@ class Replica:
         merge_decode_steps: bool = True,
         swap_s_per_token: float = 0.0,
         speculation=None,
+        keep_samples: bool = True,
     ):
         self.env = env
         self.id = replica_id
@@ -45,6 +46,10 @@ class Replica:
         self.step_sources: Counter = Counter()  # provenance label -> steps
         # (time, replica, waiting, running, kv_usage, busy): the state from this moment until the next sample
         self.samples: list[tuple[float, int, int, int, float, int]] = []
+        # Without samples kept (a streamed run): first and last sample time, the last busy and
+        # KV usage, and their integrals over time, for the time-weighted means.
+        self.keep_samples = keep_samples
+        self._integrals: list[float] | None = None
         self._wakeup = env.event()
         env.process(self._loop())
 
@@ -80,9 +85,41 @@ class Replica:
         return seconds
 
     # --- the engine loop -------------------------------------------------------------------
+    def _first_of(self, *events: simpy.Event) -> simpy.Event:
+        """An event that fires when the first of `events` does: what `a | b` gives, with the
+        same scheduling (so the same order among simultaneous events) and less bookkeeping."""
+        first = self.env.event()
+
+        def fire(_event) -> None:
+            if not first.triggered:
+                first.succeed()
+
+        for event in events:
+            event.callbacks.append(fire)
+        return first
+
     def _sample(self, busy: int) -> None:
         s = self.scheduler
-        self.samples.append((self.env.now, self.id, s.num_waiting, s.num_running, s.blocks.usage, busy))
+        if self.keep_samples:
+            self.samples.append((self.env.now, self.id, s.num_waiting, s.num_running, s.blocks.usage, busy))
+            return
+        now, acc = self.env.now, self._integrals
+        if acc is None:
+            self._integrals = [now, now, busy, s.blocks.usage, 0.0, 0.0]
+            return
+        dt = now - acc[1]
+        acc[4] += acc[2] * dt
+        acc[5] += acc[3] * dt
+        acc[1], acc[2], acc[3] = now, busy, s.blocks.usage
+
+    def time_weighted_means(self) -> tuple[float, float] | None:
+        """(busy fraction, KV usage) averaged over time from the first sample to the last, when
+        samples are not kept; None before any sample."""
+        acc = self._integrals
+        if acc is None:
+            return None
+        span = acc[1] - acc[0]
+        return (acc[4] / span, acc[5] / span) if span > 0 else (float(acc[2]), float(acc[3]))
 
     def _loop(self):
         env = self.env
@@ -101,23 +138,22 @@ class Replica:
             start = env.now
             self._sample(1)
             new, cached = step.arrays()
-            extrapolated = self.execution.is_extrapolated(new, cached)
             if runs == 1:
                 emitted = self.speculation.emitted(step) if self.speculation and step.draft_tokens else None
                 yield env.timeout(self.execution.step_time(new, cached) + self._side_time(step))
                 finished = self.scheduler.complete(step, env.now, num_emitted=emitted)
                 done = 1
-                self.step_sources.update(step_sources(self.execution, new, cached))
             else:
                 ends = start + np.cumsum(self.execution.decode_run_times(cached, runs))
                 self._wakeup = env.event()
-                yield env.timeout(ends[-1] - start) | self._wakeup
+                yield self._first_of(env.timeout(ends[-1] - start), self._wakeup)
                 done = runs
                 if env.now < ends[-1]:  # a request arrived: finish the step in flight, then stop
                     done = int(np.searchsorted(ends, env.now)) + 1
                     yield env.timeout(ends[done - 1] - env.now)
                 finished = self.scheduler.complete_decode_run(step, ends[:done])
-                self.step_sources.update(step_sources(self.execution, new, cached, done))
+            sources, extrapolated = run_sources(self.execution, new, cached, done)  # (this step's arrays)
+            self.step_sources.update(sources)
             self.num_steps += done
             self.num_extrapolated_steps += done if extrapolated else 0
             self.busy_time += env.now - start

@@ -20,6 +20,16 @@ def step_sources(model, new_tokens, cached_tokens, num_steps: int = 1) -> Counte
     return Counter({label: num_steps})
 
 
+def run_sources(model, new_tokens, cached_tokens, num_steps: int = 1) -> tuple[Counter, bool]:
+    """`step_sources` of `num_steps` steps and whether the first one is extrapolated, in one call
+    where the model offers one (the kernel-table model does)."""
+    own = getattr(model, "run_sources", None)
+    if own is not None:
+        return own(new_tokens, cached_tokens, num_steps)
+    extrapolated = model.is_extrapolated(new_tokens, cached_tokens)
+    return step_sources(model, new_tokens, cached_tokens, num_steps), extrapolated
+
+
 def source_of(execution: dict) -> str:
     """Where a run's step times came from, in one phrase: the measured tables with their package and
     engine version, a calibration file, or the roofline (with why no tables were used)."""

@@ -59,6 +59,7 @@ class KernelTableModel:
         self._head = None
         self._memo: dict[tuple[bytes, bytes], tuple[float, Provenance]] = {}
         self._decode_code_cache: dict[int, tuple] = {}
+        self._decode_fixed_cache: dict[int, tuple] = {}
         self._ensure_dense(8192)
         self._ensure_head(1024)
         # Kernels an eager step launches: every layer's, plus embedding, LM head and sampling.
@@ -149,12 +150,26 @@ class KernelTableModel:
         cpu = oh.step_s + oh.per_sequence_s * rows
         return np.maximum(gpu, cpu) if oh.async_scheduling else gpu + cpu
 
+    def _decode_fixed(self, rows: int) -> tuple:
+        """For decode steps of `rows` rows: whether they run as a graph, their fixed GPU seconds
+        (everything but attention), the eager launch floor and the host seconds (cached)."""
+        hit = self._decode_fixed_cache.get(rows)
+        if hit is None:
+            graph = runs_as_graph(self.overhead, rows, rows, True)
+            oh = self.overhead
+            hit = self._decode_fixed_cache[rows] = (graph, self._fixed(rows, rows, graph), self._launches * oh.launch_s,
+                                                    oh.step_s + oh.per_sequence_s * rows)
+        return hit
+
     def _decode_steps(self, cached_grid: np.ndarray) -> np.ndarray:
-        """Seconds of pure-decode steps, one per row of a (steps, rows) array of cached tokens."""
+        """Seconds of pure-decode steps, one per row of a (steps, rows) array of cached tokens
+        (the arithmetic of `_with_host(_fixed(..) + attention)`, its constant parts cached)."""
         rows = cached_grid.shape[-1]
-        graph = runs_as_graph(self.overhead, rows, rows, True)
-        attention = self.shapes.num_layers * self.decode.seconds(rows, cached_grid + 1.0)
-        return self._with_host(self._fixed(rows, rows, graph) + attention, rows, graph)
+        graph, fixed, launch_floor, cpu = self._decode_fixed(rows)
+        gpu = fixed + self.shapes.num_layers * self.decode.seconds(rows, cached_grid + 1.0)
+        if not graph:
+            gpu = np.maximum(gpu, launch_floor)
+        return np.maximum(gpu, cpu) if self.overhead.async_scheduling else gpu + cpu
 
     @staticmethod
     def _active(new_tokens, cached_tokens):
@@ -190,7 +205,7 @@ class KernelTableModel:
 
     def step_time(self, new_tokens, cached_tokens) -> float:
         new = np.asarray(new_tokens)
-        if new.size and new.min() == 1 and new.max() == 1:  # a decode step, the common case
+        if new.size and _all_ones(new):  # a decode step, the common case
             return float(self._decode_steps(np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))[None, :])[0])
         new, cached = self._active(new_tokens, cached_tokens)
         if new.size == 0:
@@ -201,6 +216,8 @@ class KernelTableModel:
 
     def decode_run_times(self, cached_tokens, num_steps: int) -> np.ndarray:
         cached = np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))
+        if num_steps * cached.size <= 1_000_000:  # one (steps, rows) grid
+            return self._decode_steps(cached[None, :] + np.arange(num_steps, dtype=np.float64)[:, None])
         out = np.empty(num_steps)
         chunk = max(1, 1_000_000 // max(1, cached.size))  # bound the (steps, rows) grid
         for start in range(0, num_steps, chunk):
@@ -221,28 +238,38 @@ class KernelTableModel:
             hit = self._decode_code_cache[rows] = (fixed, Provenance(code), float(self.decode.knot_len[0]), until)
         return hit
 
-    def step_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> Counter:
-        """Provenance labels of `num_steps` steps: this one and, for a pure-decode step, the
-        decode steps that follow it with one more cached token per row each."""
+    def run_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> tuple[Counter, bool]:
+        """Provenance labels of `num_steps` steps (this one and, for a pure-decode step, the
+        decode steps that follow it with one more cached token per row each), and whether the
+        first of them is extrapolated: both from one look at the step."""
         new = np.asarray(new_tokens)
-        if new.size and new.min() == 1 and new.max() == 1:  # the common case, kept cheap
+        if new.size and _all_ones(new):  # the common case, kept cheap
             cached = np.asarray(cached_tokens)
             fixed, attention, shortest, until = self._decode_codes(new.size)
             lo, hi = float(cached.min()) + 1.0, float(cached.max()) + 1.0
-            inside = min(num_steps, max(0, int(until - hi) + 1)) if lo >= shortest else 0
+            reach = max(0, int(until - hi) + 1) if lo >= shortest else 0  # steps inside the measured range
+            inside = min(num_steps, reach)
+            base = max(fixed, attention)
             out = Counter()
             if inside:
-                out[max(fixed, attention).label] = inside
+                out[base.label] = inside
+            beyond = max(base, Provenance.EXTRAPOLATED)
             if num_steps > inside:
-                out[max(fixed, attention, Provenance.EXTRAPOLATED).label] += num_steps - inside
-            return out
+                out[beyond.label] += num_steps - inside
+            return out, (base if reach else beyond) is Provenance.EXTRAPOLATED
         new, cached = self._active(new_tokens, cached_tokens)
         if new.size == 0:
-            return Counter()
-        return Counter({self._mixed(new, cached)[1].label: num_steps})
+            return Counter(), False
+        code = self._mixed(new, cached)[1]
+        return Counter({code.label: num_steps}), code is Provenance.EXTRAPOLATED
+
+    def step_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> Counter:
+        """Provenance labels of `num_steps` steps: this one and, for a pure-decode step, the
+        decode steps that follow it with one more cached token per row each."""
+        return self.run_sources(new_tokens, cached_tokens, num_steps)[0]
 
     def is_extrapolated(self, new_tokens, cached_tokens) -> bool:
-        return Provenance.EXTRAPOLATED.label in self.step_sources(new_tokens, cached_tokens)
+        return self.run_sources(new_tokens, cached_tokens)[1]
 
     # --- reporting ---------------------------------------------------------------------------
     def breakdown(self, new_tokens, cached_tokens) -> dict[str, float]:
@@ -298,3 +325,8 @@ class KernelTableModel:
             return {"rule": "roofline"}
         return {"rule": Provenance(pricer.provenance).label, "batch_multiplier": pricer.multiplier,
                 "slices": [f"{s.heads}/{s.kv_heads}x{s.head_dim} {s.kv_dtype} ({s.kernel})" for s in pricer.slices]}
+
+
+def _all_ones(a: np.ndarray) -> bool:
+    """Whether every entry of a non-empty integer array is 1 (a pure-decode step)."""
+    return a.min() == 1 and a.max() == 1
