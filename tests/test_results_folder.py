@@ -90,8 +90,8 @@ def test_an_interrupted_write_leaves_the_previous_results_intact(tmp_path, monke
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     original = Results.write_into
 
-    def dies_halfway(self, folder):
-        original(self, folder)
+    def dies_halfway(self, folder, *args, **kwargs):
+        original(self, folder, *args, **kwargs)
         raise failure("stopped")
 
     monkeypatch.setattr(Results, "write_into", dies_halfway)
