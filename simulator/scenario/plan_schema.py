@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from simulator import spec
 from simulator.common.errors import ConfigError
@@ -45,6 +45,7 @@ from simulator.common.limits import (
     TensorParallel,
     Tokens,
 )
+from simulator.common.strict_model import StrictModel
 from simulator.metrics.objectives import check_slo_key
 
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4", "fp4", "nvfp4", "mxfp4"]
@@ -54,11 +55,7 @@ LAYOUT_KEYS = ("tensor_parallel", "data_parallel_attention", "expert_parallel", 
 BatchSeqs = Annotated[int, Field(gt=0, le=MAX_BATCH_SEQS)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class ReplicaRange(_Strict):
+class ReplicaRange(StrictModel):
     min: Replicas = 1
     max: Replicas = 16
 
@@ -78,7 +75,7 @@ def layout_label(group) -> str:
     return " ".join(parts)
 
 
-class Layout(_Strict):
+class Layout(StrictModel):
     """How one replica spreads over its GPUs (the deployment fields of the same names)."""
 
     tensor_parallel: TensorParallel = 1
@@ -87,7 +84,7 @@ class Layout(_Strict):
     pipeline_parallel: TensorParallel = 1
 
 
-class SearchSpace(_Strict):
+class SearchSpace(StrictModel):
     """Every combination of these is a candidate deployment."""
 
     hardware: list[str] = Field(
@@ -147,7 +144,7 @@ class SearchSpace(_Strict):
         return list(range(self.replicas.min, self.replicas.max + 1))
 
 
-class PlanTarget(_Strict):
+class PlanTarget(StrictModel):
     """The load to plan for: an absolute mean rate, or the scenario's own load times a growth factor."""
 
     rate: Rate | None = Field(None, description="mean requests/s (sets workload.arrival.rate)")
@@ -162,7 +159,7 @@ class PlanTarget(_Strict):
         return self
 
 
-class PlanConfig(_Strict):
+class PlanConfig(StrictModel):
     slo: dict[str, SloMs] | None = Field(
         None, description="e.g. {p90_ttft_ms: 500, p90_tpot_ms: 50, attainment_pct: 95}; default: the classes' SLOs"
     )

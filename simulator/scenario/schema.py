@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -32,6 +30,7 @@ from simulator.common.limits import (
     TensorParallel,
 )
 from simulator.common.schema_errors import format_validation_error
+from simulator.common.strict_model import StrictModel
 from simulator.metrics.objectives import SLOTarget
 from simulator.scenario.disaggregation_schema import DisaggregationConfig, PoolConfig
 from simulator.scenario.plan_schema import PlanConfig
@@ -47,11 +46,7 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.))*")
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4", "fp4", "nvfp4", "mxfp4"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class DeploymentSettings(_Strict):
+class DeploymentSettings(StrictModel):
     """What runs where: replicas of one model, each on tensor_parallel x data_parallel_attention x
     pipeline_parallel GPUs (layouts: simulator/spec/parallel.py)."""
 
@@ -87,7 +82,7 @@ class DeploymentSettings(_Strict):
         return self.tensor_parallel * self.data_parallel_attention * self.pipeline_parallel
 
 
-class EfficiencySettings(_Strict):
+class EfficiencySettings(StrictModel):
     """Fractions of datasheet peaks reached (defaults from published measurements, see simulator/execution/roofline.py)."""
 
     memory_bandwidth: float | None = Field(None, gt=0, le=1)
@@ -96,7 +91,7 @@ class EfficiencySettings(_Strict):
     interconnect: float | None = Field(None, gt=0, le=1)
 
 
-class OverheadSettings(_Strict):
+class OverheadSettings(StrictModel):
     """Host-side time per step, in seconds."""
 
     constant_s: float | None = Field(None, ge=0, le=MAX_STEP_OVERHEAD_S)
@@ -104,13 +99,13 @@ class OverheadSettings(_Strict):
     per_token_s: float | None = Field(None, ge=0, le=MAX_STEP_OVERHEAD_S)
 
 
-class RooflineSettings(_Strict):
+class RooflineSettings(StrictModel):
     efficiency: EfficiencySettings = EfficiencySettings()
     overhead: OverheadSettings = OverheadSettings()
     compute_dtype: Dtype | None = Field(None, description="matmul dtype; default follows the weights")
 
 
-class HostOverheadSettings(_Strict):
+class HostOverheadSettings(StrictModel):
     """Host time around a step's kernels (see simulator/execution/kernels/overhead.py); default: the engine's."""
 
     step_s: float | None = Field(None, ge=0, description="CPU time per step")
@@ -121,7 +116,7 @@ class HostOverheadSettings(_Strict):
     async_scheduling: bool | None = Field(None, description="the host prepares the next step during this one")
 
 
-class Execution(_Strict):
+class Execution(StrictModel):
     """How long a step takes: measured kernel tables of the serving engine where llmsim ships them
     for the model and GPU, else the roofline model from the specs (with optional overrides), or a
     calibration file (measured, roofline or transferred; see simulator/execution/calibration_file.py)."""
@@ -161,7 +156,7 @@ class Execution(_Strict):
         return isinstance(self.kernel_tables, str) or not self.roofline_given
 
 
-class RunSettings(_Strict):
+class RunSettings(StrictModel):
     max_time_s: PositiveSeconds | None = Field(
         None, description="stop the simulated clock here; default: when every request has finished"
     )
@@ -183,7 +178,7 @@ class RunSettings(_Strict):
     )
 
 
-class Scenario(_Strict):
+class Scenario(StrictModel):
     name: str = Field("scenario", min_length=1, max_length=100,
                       description="names the results folder: letters, digits and . _ + -, no path")
     description: str = ""

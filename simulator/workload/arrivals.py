@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from simulator.common.errors import ConfigError
 from simulator.common.limits import (
@@ -23,24 +23,21 @@ from simulator.common.limits import (
     Rate,
     Seconds,
 )
+from simulator.common.strict_model import StrictModel
 from simulator.workload import traces
 from simulator.workload.arrival_count import check_arrival_count
 from simulator.workload.diurnal import DiurnalArrival
 from simulator.workload.paths import resolve_path
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class PoissonArrival(_Strict):
+class PoissonArrival(StrictModel):
     """Exponential inter-arrival gaps with mean 1/rate."""
 
     process: Literal["poisson"]
     rate: Rate
 
 
-class GammaArrival(_Strict):
+class GammaArrival(StrictModel):
     """Gamma inter-arrival gaps with mean 1/rate and coefficient of variation cv (burstiness).
 
     cv = 1 has the distribution of Poisson arrivals; cv > 1 is burstier, cv < 1 more regular.
@@ -51,14 +48,14 @@ class GammaArrival(_Strict):
     cv: float = Field(ge=MIN_CV, le=MAX_CV)
 
 
-class ConstantArrival(_Strict):
+class ConstantArrival(StrictModel):
     """One request every 1/rate seconds."""
 
     process: Literal["constant"]
     rate: Rate
 
 
-class TraceArrival(_Strict):
+class TraceArrival(StrictModel):
     """Replay arrival times (and, unless a class overrides them, lengths) from a trace file.
 
     `start_s` and `limit` cut a window (seconds after the trace's first request, and at most that

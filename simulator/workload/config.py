@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from simulator.common.errors import ConfigError
 from simulator.common.limits import MAX_CLASSES, MAX_PRIORITY, MAX_WEIGHT, Duration, NumRequests
+from simulator.common.strict_model import StrictModel
 from simulator.metrics.slo import SLO
 from simulator.workload.arrival_count import too_many_arrivals
 from simulator.workload.arrivals import Arrival, DiurnalArrival, TraceArrival
@@ -16,11 +17,7 @@ from simulator.workload.diurnal import mean_rate
 from simulator.workload.lengths import LengthDist
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class RequestClass(_Strict):
+class RequestClass(StrictModel):
     """One kind of request: its share of arrivals, its lengths, its priority and its SLOs."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -33,7 +30,7 @@ class RequestClass(_Strict):
     slo: SLO = SLO()
 
 
-class WorkloadConfig(_Strict):
+class WorkloadConfig(StrictModel):
     """The `workload:` section of a scenario.
 
     Generation stops at `duration_s` (arrivals at or after it are dropped) or after `num_requests`,

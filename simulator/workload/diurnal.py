@@ -25,27 +25,24 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from simulator.common.errors import ConfigError
 from simulator.common.limits import MAX_PROFILE_SLOTS, MAX_RATE, MAX_THINNING_DRAWS, MAX_TIME_S, Rate
+from simulator.common.strict_model import StrictModel
 from simulator.workload import traces
 from simulator.workload.arrival_count import check_arrival_count
 
 SlotRate = Annotated[float, Field(ge=0, le=MAX_RATE, description="requests per second")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class SineProfile(_Strict):
+class SineProfile(StrictModel):
     kind: Literal["sine"]
     amplitude: float = Field(0.5, ge=0, le=1, description="swing as a fraction of the mean")
     peak_at: float = Field(0.5, ge=0, le=1, description="time of the peak, as a fraction of the period")
 
 
-class TableProfile(_Strict):
+class TableProfile(StrictModel):
     kind: Literal["table"]
     rates: list[SlotRate] = Field(
         min_length=1, max_length=MAX_PROFILE_SLOTS, description="requests/s in equal slots over the period"
@@ -58,7 +55,7 @@ class TableProfile(_Strict):
         return self
 
 
-class TraceProfile(_Strict):
+class TraceProfile(StrictModel):
     kind: Literal["trace"]
     path: str
     format: Literal[traces.TRACE_FORMATS]
@@ -68,7 +65,7 @@ class TraceProfile(_Strict):
 Profile = Annotated[SineProfile | TableProfile | TraceProfile, Field(discriminator="kind")]
 
 
-class DiurnalArrival(_Strict):
+class DiurnalArrival(StrictModel):
     """Non-homogeneous Poisson arrivals following a rate profile over a period."""
 
     process: Literal["diurnal"]

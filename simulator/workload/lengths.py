@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from simulator.common.limits import MAX_TOKENS, TokenMean, Tokens, TokenSpread
+from simulator.common.strict_model import StrictModel
 from simulator.workload import traces
 from simulator.workload.paths import resolve_path
 
@@ -20,11 +21,7 @@ from simulator.workload.paths import resolve_path
 LENGTH_COLUMN_ALIASES = {"prompt": "num_prefill_tokens", "output": "num_decode_tokens"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class ConstantLength(_Strict):
+class ConstantLength(StrictModel):
     dist: Literal["constant"]
     value: Tokens
 
@@ -32,7 +29,7 @@ class ConstantLength(_Strict):
         return np.full(n, self.value, dtype=np.int64)
 
 
-class UniformLength(_Strict):
+class UniformLength(StrictModel):
     """Whole numbers from low to high, both included, equally likely."""
 
     dist: Literal["uniform"]
@@ -49,7 +46,7 @@ class UniformLength(_Strict):
         return rng.integers(self.low, self.high, size=n, endpoint=True, dtype=np.int64)
 
 
-class NormalLength(_Strict):
+class NormalLength(StrictModel):
     """Normal, rounded, and raised to 1 where it falls below (which lifts the mean if std ~ mean)."""
 
     dist: Literal["normal"]
@@ -60,7 +57,7 @@ class NormalLength(_Strict):
         return _tokens(self.mean + self.std * rng.standard_normal(n))
 
 
-class LognormalLength(_Strict):
+class LognormalLength(StrictModel):
     """Lognormal given by the mean and standard deviation of the token count itself (not its log).
 
     Internally sigma^2 = ln(1 + std^2 / mean^2) and mu = ln(mean) - sigma^2 / 2.
@@ -76,7 +73,7 @@ class LognormalLength(_Strict):
         return _tokens(np.exp(mu + np.sqrt(sigma2) * rng.standard_normal(n)))
 
 
-class EmpiricalLength(_Strict):
+class EmpiricalLength(StrictModel):
     """Lengths resampled (with replacement) from one column of a CSV file.
 
     `column` may be a column name or `prompt` / `output` (num_prefill_tokens / num_decode_tokens,
