@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from calibration.measure.loadgen import PROMPT_TOKEN_RANGE, token_prompt
+from calibration.measure.prompts import token_prompt
 from simulator.common.errors import ConfigError
 from simulator.execution import ExecutionModel
 from simulator.metrics import RequestRecord, summarize
@@ -140,19 +140,9 @@ def warm_up(engine, seed: int = 0) -> HostOverhead:
 
 
 def replay_prompt(request: Request, seed: int, hash_block_tokens: int | None) -> list[int]:
-    """`token_prompt`, with the tokens of each block the request names by a hash id drawn from
-    that id alone (the same tokens in every request naming it)."""
-    tokens = token_prompt(request, seed)
-    if not (request.block_hashes and hash_block_tokens):
-        return tokens
-    for k, block_id in enumerate(request.block_hashes):
-        start = k * hash_block_tokens
-        if start >= len(tokens):
-            break
-        end = min(start + hash_block_tokens, len(tokens))
-        named = np.random.default_rng([seed, 1, block_id]).integers(*PROMPT_TOKEN_RANGE, size=hash_block_tokens)
-        tokens[start:end] = named[: end - start].tolist()
-    return tokens
+    """The request's own token ids, with the tokens of each block it names by a hash id drawn from
+    that id alone (the same tokens in every request naming it; calibration/measure/prompts.py)."""
+    return token_prompt(request, seed, 0, hash_block_tokens)
 
 
 def _warm_request(i: int, prompt: int) -> Request:

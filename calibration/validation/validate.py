@@ -30,12 +30,13 @@ from calibration.measure.replay import (
 from calibration.validation.accuracy import Comparison, Tolerances, compare, overlay_plots
 from calibration.validation.matched import simulate_like
 from calibration.validation.schedule_check import ScheduleCheck, check_schedule
+from calibration.validation.server_match import settings_from_server
 from simulator.common.errors import ConfigError
 from simulator.common.files import result_files
 from simulator.execution import ExecutionModel
 from simulator.metrics import summarize
 from simulator.metrics.results import Results
-from simulator.scenario import Scenario, build_deployment, execution_model
+from simulator.scenario import Scenario, execution_model
 from simulator.workload import Workload, generate
 
 
@@ -182,14 +183,31 @@ def _measure_server(scenario, url, seed, num_blocks, max_requests, progress):
         record.token_times = record.token_times - start
     measured = Results(summarize(measured.records, slos=workload.slos), measured.records, None,
                        workload.slos, measured.description, measured.info)  # fmt: skip
-    if num_blocks is None:
-        num_blocks = build_deployment(scenario).entry.num_blocks
-    settings = {"num_blocks": num_blocks, "block_size": scenario.scheduler.block_size,
-                "max_model_len": scenario.max_model_len(),
-                "scheduler": scenario.scheduler.model_dump(mode="json", exclude_none=True),
-                "url": url, "note": "server measured over HTTP: KV capacity and scheduler settings are the "
-                "scenario's (or --num-blocks); make them match the server's"}  # fmt: skip
+    settings, warnings = settings_from_server(scenario, run.server, num_blocks)
+    settings.update({"url": url, "warnings": warnings,
+                     "server_prefix_cache_hit_rate": run.results.info.get("server_prefix_cache_hit_rate")})
     return measured, workload, settings, None
+
+
+def setting_lines(result: Validation) -> list[str]:
+    """What the simulated side was set up with, the settings assumed, and the prefix-cache hit
+    rates of both sides (server runs)."""
+    s, sched = result.settings, result.settings["scheduler"]
+    if "url" not in s:
+        return [(f"{s['scenario']}: {s['requests']} requests, engine KV cache {s['num_blocks']} blocks x "
+                f"{s['block_size']} tokens, policy {sched['policy']} (the simulator used the same)")]  # fmt: skip
+    lines = [
+        (f"{s['scenario']}: {s['requests']} requests; simulated with KV cache {s['num_blocks']} blocks x "
+        f"{s['block_size']} tokens, prefix caching {'on' if sched.get('enable_prefix_caching') else 'off'}, "
+        f"max_num_seqs {sched.get('max_num_seqs')}, max_num_batched_tokens {sched.get('max_num_batched_tokens')}, "
+        f"max_model_len {s['max_model_len']}, policy {sched['policy']}")
+    ]
+    lines += [f"warning: {w}" for w in s.get("warnings", [])]
+    real, sim = s.get("server_prefix_cache_hit_rate"), result.simulated.info.get("prefix_cache_hit_rate")
+    lines.append("prefix cache hit rate (prompt tokens found cached): server "
+                 + ("not exposed" if real is None else f"{real:.1%}")
+                 + ", simulated " + ("off" if sim is None else f"{sim:.1%}"))  # fmt: skip
+    return lines
 
 
 def run_cli(args) -> int:
@@ -208,11 +226,8 @@ def run_cli(args) -> int:
                       threads=args.threads, max_requests=args.max_requests, tolerances=tolerances)  # fmt: skip
     out = Path(args.out) if args.out else Path("results") / scenario.name / "validate"
     result.save(out, force=args.force)
-    s = result.settings
-    print(
-        f"{scenario.name}: {s['requests']} requests, engine KV cache {s['num_blocks']} blocks x "
-        f"{s['block_size']} tokens, policy {s['scheduler']['policy']} (the simulator used the same)"
-    )
+    for line in setting_lines(result):
+        print(line)
     print_comparison(result.comparison, title=f"{scenario.name}: simulated vs measured")
     if result.schedule_check is not None:
         print(result.schedule_check.line())
