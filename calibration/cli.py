@@ -56,6 +56,9 @@ def _add_validate_parser(sub) -> None:
     p = sub.add_parser("validate", help="run a scenario on the real engine and in the simulator; report the error")
     p.add_argument("scenario", help="scenario YAML (normally with execution: {calibration: PATH})")
     p.add_argument("--url", default=None, help="measure this running server (llmsim bench) instead of the engine")
+    p.add_argument("--noise-floor", action="store_true",
+                   help="measure the real side twice on the same requests; report the real-vs-real difference "
+                   "beside the error and judge each statistic against max(tolerance, that difference)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field, e.g. --set workload.arrival.rate=2 (repeatable)")

@@ -84,6 +84,7 @@ def coalescing_app(chunk: int = 3) -> FastAPI:
     """A fake server that streams `chunk` tokens per chunk and has vLLM's /metrics."""
     app = FastAPI()
     app.state.lookups = [23148.0, 17280.0]
+    app.state.prompts = []
 
     @app.get("/v1/models")
     async def models():
@@ -99,6 +100,7 @@ def coalescing_app(chunk: int = 3) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(body: dict):
         n_out, n_prompt = body["max_tokens"], len(body["prompt"])
+        app.state.prompts.append(body["prompt"])
         app.state.lookups[0] += n_prompt
         app.state.lookups[1] += n_prompt / 2
 
@@ -148,3 +150,30 @@ def test_validate_url_simulates_with_what_the_server_reports(capsys):
     assert "512 blocks x 128 tokens, prefix caching on" in lines[0]
     assert sum(line.startswith("warning: max_num_") for line in lines) == 2
     assert lines[-1].startswith("prefix cache hit rate") and "server 50.0%, simulated 0.0%" in lines[-1]
+
+
+def test_validate_noise_floor_measures_the_same_requests_twice_with_fresh_prompts(tmp_path, capsys):
+    import yaml
+
+    from calibration.validation.validate import validate
+    from simulator.cli import main
+
+    data = scenario_data(rate=40.0, n=5)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with ServerThread(coalescing_app(chunk=1)) as server:
+        result = validate(parse_scenario(data), url=server.url, progress=False, noise_floor=True)
+        prompts = list(server.app.state.prompts)
+        code = main(["validate", str(path), "--url", server.url, "--noise-floor", "--out", str(tmp_path / "cli")])
+    printed = capsys.readouterr().out
+    assert code in (0, 1) and "noise floor: the " in printed and "warning: max_num_seqs" in printed
+    first, second = result.measured.requests, result.repeat.requests
+    assert len(first) == len(second) == 5 and (first.prompt_tokens.values == second.prompt_tokens.values).all()
+    runs = [p for p in prompts if len(p) > 8]  # the probes are 8 tokens
+    assert len(runs) == 10 and not {tuple(p) for p in runs[:5]} & {tuple(p) for p in runs[5:]}
+    table = result.comparison.table
+    assert {"real_vs_real", "limit", "limit_set_by"} <= set(table.columns)
+    assert set(table["limit_set_by"].dropna()) <= {"tolerance", "noise floor"}
+    out = result.save(tmp_path / "v")
+    assert (out / "measured_repeat" / "requests.csv").is_file()
+    assert json.loads((out / "validation.json").read_text())["noise_floor"] is True
