@@ -7,8 +7,13 @@ measured and a simulated run are compared by one tool. Client-side details (sche
 send times, lengths the server reported, errors) go to client.csv.
 
 Output lengths: every request asks for `max_tokens` = its output length with `ignore_eos: true`.
-A server that ignores `ignore_eos` stops at end-of-sequence tokens and returns fewer tokens; the
-actual count is what the records hold, and client.csv shows requested against streamed lengths.
+Tokens are counted as the server's usage reports them, a chunk carrying several tokens counted as
+all of them (loadgen.tokens_per_chunk); a server that stops early (it ignores `ignore_eos`, or
+hits its context limit) returns fewer, and client.csv shows requested against received lengths.
+
+Prompts are unique to each request and to each run (prompts.py), except the prompt blocks the
+workload declares shared. Before the run the server's settings are read (server_info.py), and its
+prefix-cache counters before and after it.
 """
 
 from __future__ import annotations
