@@ -193,7 +193,7 @@ def main() -> int:
         from simulator.spec import get_model
 
         saturated = bench_run(url, 1e6, 48, 2, out / "capacity")
-        capacity = saturated.results.summary.throughput.requests_per_s
+        capacity = saturated.results.summary.request_throughput
         print(f"capacity: {capacity:.3f} requests/s; server: {saturated.server.settings}", flush=True)
         training = [bench_run(url, 0.1 * capacity, 40, 1, out / "train-idle"),
                     bench_run(url, 0.6 * capacity, 80, 1, out / "train-busy")]
