@@ -91,14 +91,14 @@ def make_checkpoint(out: Path) -> Path:
     return folder
 
 
-def serve(python: Path, checkpoint: Path, port: int, log: Path) -> subprocess.Popen:
+def serve(python: Path, checkpoint: Path, port: int, log: Path, extra: list[str]) -> subprocess.Popen:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(SERVER["kv_cache_gib"]), "VLLM_CPU_OMP_THREADS_BIND": "0",
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
     command = ["taskset", "-c", "0", str(python), "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(checkpoint), "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port),
-               "--dtype", "float32", "--max-model-len", str(SERVER["max_model_len"]),
+               "--max-model-len", str(SERVER["max_model_len"]),
                "--max-num-seqs", str(SERVER["max_num_seqs"]),
-               "--max-num-batched-tokens", str(SERVER["max_num_batched_tokens"])]  # fmt: skip
+               "--max-num-batched-tokens", str(SERVER["max_num_batched_tokens"]), *extra]  # fmt: skip
     print("serving:", " ".join(command), flush=True)
     process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900
@@ -174,6 +174,10 @@ def main() -> int:
     parser.add_argument("--out", default="results/bench_vllm")
     parser.add_argument("--requests", type=int, default=80, help="requests per validation point")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--dtype", default="float32", help="the server's --dtype (default float32, as llmsim's CPU engine)")
+    parser.add_argument("--enforce-eager", action="store_true", help="serve without compiling the model (starts faster)")
+    parser.add_argument("--idle-requests", type=int, default=40, help="requests of the 10%%-load training run")
+    parser.add_argument("--busy-requests", type=int, default=80, help="requests of the 60%%-load training run")
     parser.add_argument("--write-docs", action="store_true", help="put the table in docs/validation.md")
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -184,7 +188,8 @@ def main() -> int:
     torch.set_num_threads(1)
     python = make_venv(out)
     checkpoint = make_checkpoint(out)
-    server = serve(python, checkpoint, args.port, out / "vllm.log")
+    extra = ["--dtype", args.dtype] + (["--enforce-eager"] if args.enforce_eager else [])
+    server = serve(python, checkpoint, args.port, out / "vllm.log", extra)
     url = f"http://127.0.0.1:{args.port}"
     try:
         from calibration.fitting.from_bench import calibrate_from_bench, resolve_hardware
@@ -195,8 +200,8 @@ def main() -> int:
         saturated = bench_run(url, 1e6, 48, 2, out / "capacity")
         capacity = saturated.results.summary.request_throughput
         print(f"capacity: {capacity:.3f} requests/s; server: {saturated.server.settings}", flush=True)
-        training = [bench_run(url, 0.1 * capacity, 40, 1, out / "train-idle"),
-                    bench_run(url, 0.6 * capacity, 80, 1, out / "train-busy")]
+        training = [bench_run(url, 0.1 * capacity, args.idle_requests, 1, out / "train-idle"),
+                    bench_run(url, 0.6 * capacity, args.busy_requests, 1, out / "train-busy")]
         dirs = [out / "train-idle", out / "train-busy"]
         cal, fit = calibrate_from_bench(dirs, model=get_model(MODEL), hardware=resolve_hardware("cpu"), dtype="fp32",
                                         policy="vllm", max_num_batched_tokens=SERVER["max_num_batched_tokens"])
@@ -218,7 +223,10 @@ def main() -> int:
         server.terminate()
         server.wait(timeout=60)
     text = table(rows)
-    settings = json.dumps({**SERVER, "package": VLLM_PACKAGE, "read_from_server": rows[0]["settings"].get("server_config")})
+    settings = json.dumps({**SERVER, "dtype": args.dtype, "enforce_eager": args.enforce_eager, "package": VLLM_PACKAGE,
+                           "requests_per_point": args.requests, "training_requests": [args.idle_requests,
+                                                                                      args.busy_requests],
+                           "read_from_server": rows[0]["settings"].get("server_config")})  # fmt: skip
     report = f"{text}\n\nvLLM settings: `{settings}`; capacity {capacity:.3f} requests/s.\n"
     (out / "table.md").write_text(report)
     print(report)
