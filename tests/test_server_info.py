@@ -177,3 +177,16 @@ def test_validate_noise_floor_measures_the_same_requests_twice_with_fresh_prompt
     out = result.save(tmp_path / "v")
     assert (out / "measured_repeat" / "requests.csv").is_file()
     assert json.loads((out / "validation.json").read_text())["noise_floor"] is True
+
+
+def test_a_scenario_whose_memory_cannot_hold_the_model_still_takes_the_servers_blocks():
+    data = scenario_data()
+    data["hardware"] = {"name": "tiny", "memory_gib": 0.01, "memory_bandwidth_gbps": 10, "tflops": {"fp16": 1},
+                        "interconnect_gbps": 1}
+    scen = parse_scenario(data)
+    settings, _ = settings_from_server(scen, ServerConfig.of(VLLM_METRICS, MODELS))
+    assert settings["num_blocks"] == 512
+    from simulator.common.errors import ConfigError
+
+    with pytest.raises(ConfigError):  # nothing says how many blocks there are
+        settings_from_server(scen, ServerConfig.of(None, MODELS))

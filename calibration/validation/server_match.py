@@ -6,7 +6,9 @@ those named in a warning."""
 from __future__ import annotations
 
 from calibration.measure.server_info import ServerConfig
+from simulator.common.errors import ConfigError
 from simulator.scenario import Scenario, build_deployment
+from simulator.scheduling.policy_defaults import resolve
 
 
 def settings_from_server(
@@ -15,11 +17,16 @@ def settings_from_server(
     """(settings for simulate_like, warnings): what the server said, else the scenario's value
     (`num_blocks`: --num-blocks, which wins over the server's)."""
     read = server.settings
-    pool = build_deployment(scenario).entry
-    resolved = pool.resolved_scheduler  # the scenario's settings, unset ones at the policy's defaults
+    try:
+        pool = build_deployment(scenario).entry
+        resolved, capacity = pool.resolved_scheduler, pool.num_blocks  # unset settings at the policy's defaults
+    except ConfigError:  # the scenario's memory cannot hold the model: fine when the server says its blocks
+        if num_blocks is None and "num_blocks" not in read:
+            raise
+        resolved, capacity = resolve(scenario.scheduler), None
     assumed = {
         "block_size": scenario.scheduler.block_size,
-        "num_blocks": pool.num_blocks,
+        "num_blocks": capacity,
         "enable_prefix_caching": resolved.enable_prefix_caching,
         "max_model_len": scenario.max_model_len(),
         "max_num_seqs": resolved.max_num_seqs,
