@@ -148,6 +148,7 @@ def test_validate_url_simulates_with_what_the_server_reports(capsys):
     assert s["assumed"] == ["max_num_seqs", "max_num_batched_tokens"]
     lines = setting_lines(result)
     assert "512 blocks x 128 tokens, prefix caching on" in lines[0]
+    assert lines[1] == "read from the server: block_size 128, num_blocks 512, enable_prefix_caching True, max_model_len 2048"
     assert sum(line.startswith("warning: max_num_") for line in lines) == 2
     assert lines[-1].startswith("prefix cache hit rate") and "server 50.0%, simulated 0.0%" in lines[-1]
 

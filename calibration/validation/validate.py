@@ -228,6 +228,8 @@ def setting_lines(result: Validation) -> list[str]:
         f"max_num_seqs {sched.get('max_num_seqs')}, max_num_batched_tokens {sched.get('max_num_batched_tokens')}, "
         f"max_model_len {s['max_model_len']}, policy {sched['policy']}")
     ]
+    read = (s.get("server_config") or {}).get("read") or {}
+    lines.append("read from the server: " + (", ".join(f"{k} {v}" for k, v in read.items()) or "nothing"))
     lines += [f"warning: {w}" for w in s.get("warnings", [])]
     real, sim = s.get("server_prefix_cache_hit_rate"), result.simulated.info.get("prefix_cache_hit_rate")
     lines.append("prefix cache hit rate (prompt tokens found cached): server "
