@@ -223,7 +223,9 @@ def test_cli_writes_results_and_refuses_bad_input(fake, tmp_path, capsys):
                  "--set", "workload.arrival.rate=50", "--timeout", "2", "--out", str(out)])
     assert code == 0
     assert len(pd.read_csv(out / "requests.csv")) == 5
-    assert "results:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "results:" in printed and "/metrics could not be read" in printed  # the fake has no /metrics
+    assert "not exposed by the server: block_size, num_blocks" in printed
 
     code = main(["bench", "--url", fake.url, "--num-requests", "3", "--prompt-tokens", "10",
                  "--output-tokens", "3", "--rate", "20", "--out", str(tmp_path / "flags")])
