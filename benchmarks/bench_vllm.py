@@ -179,6 +179,8 @@ def main() -> int:
     parser.add_argument("--idle-requests", type=int, default=40, help="requests of the 10%%-load training run")
     parser.add_argument("--busy-requests", type=int, default=80, help="requests of the 60%%-load training run")
     parser.add_argument("--write-docs", action="store_true", help="put the table in docs/validation.md")
+    parser.add_argument("--check-only", action="store_true",
+                        help="install, serve, send 4 requests, print what was read from the server, stop")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -197,6 +199,11 @@ def main() -> int:
         from calibration.validation.validate import validate
         from simulator.spec import get_model
 
+        if args.check_only:
+            check = bench_run(url, 1e6, 4, 2, out / "check")
+            print(f"check: {check.results.summary.completed} of 4 completed; read {check.server.settings}; not "
+                  f"exposed {check.server.unreadable}; {check.results.info['errors'] or 'no errors'}", flush=True)
+            return 0
         saturated = bench_run(url, 1e6, 48, 2, out / "capacity")
         capacity = saturated.results.summary.request_throughput
         print(f"capacity: {capacity:.3f} requests/s; server: {saturated.server.settings}", flush=True)
