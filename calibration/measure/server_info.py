@@ -5,7 +5,7 @@ vLLM exposes its KV-cache configuration on `/metrics` as the labels of one gauge
 `block_size`, `num_gpu_blocks` (the KV blocks of the device the engine runs on, CPUs
 included), `enable_prefix_caching` and others. Its context limit is `max_model_len` in each
 `/v1/models` entry. Its scheduler settings (`max_num_seqs`, `max_num_batched_tokens`) are not
-exposed; a server that has a `*:scheduler_config_info` gauge (llmsim serve does) gives them too.
+exposed; a server with a `scheduler_config_info` gauge (llmsim serve has one) gives them too.
 Every setting that could not be read is listed by name, so that the caller can say which
 default it assumed.
 
