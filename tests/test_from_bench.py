@@ -157,3 +157,16 @@ def test_hardware_may_be_cpu_a_file_or_an_inline_spec(tmp_path):
         resolve_hardware("{name: x, memory_bandwidth_gbps: 20, tflops: {fp32: 0.1}, interconnect_gbps: 1}")
     with pytest.raises(ConfigError, match="--policy"):
         observations([], "sarathi")
+
+
+def test_a_rate_that_runs_to_its_bound_is_fixed_at_its_prior(bench_dirs):
+    from calibration.fitting.bench_fit import fit
+
+    policy, dirs = bench_dirs
+    obs = observations(read_bench(dirs[1:3]), policy)
+    obs.durations = obs.counts @ (0.02 + 1e-5 * obs.features.tokens)  # steps that read no weights at all
+    prior = roofline_prior(MODEL, HARDWARE, "fp16", "fp16")
+    slow = prior.model_copy(update={"weight_bandwidth": prior.weight_bandwidth / 1000})
+    result = fit(obs, WORK, slow)
+    assert "ran to 100x its physical prior" in result.fixed["weight_bandwidth"]
+    assert result.coefficients.weight_bandwidth == slow.weight_bandwidth

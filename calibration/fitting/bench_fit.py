@@ -7,7 +7,8 @@ overheads) and reported as fixed, not identifiable from these runs: one whose re
 error is above 50% (with timings assumed no better than 1%; a direction the Jacobian cannot see,
 rank deficiency, gives an infinite one), or one correlated above 0.95 with another. The weakest
 is fixed first (in FIX_ORDER, then in the coefficients' order) and the fit repeated, until every
-free coefficient is identified.
+free coefficient is identified. An achieved bandwidth or FLOP/s that runs to 100x its prior (the
+fit's bound) stands in for another term (the per-step overhead, typically) and is fixed too.
 
 The per-step host overhead (`overhead_s`, `overhead_per_sequence_s`: scheduling, input
 preparation, sampling, bookkeeping) is part of the fit like any other coefficient: fitted where
@@ -30,6 +31,7 @@ from simulator.spec import HardwareSpec, ModelSpec, compute_dtype_for
 NAMES = Coefficients.names()
 MAX_RELATIVE_SE = 0.5  # a coefficient known worse than this is fixed at its roofline value
 MAX_CORRELATION = 0.95  # of two coefficients this correlated, the first in FIX_ORDER is fixed
+MAX_RATE_FACTOR = 100.0  # an achieved bandwidth or FLOP/s this many times its prior is not physical
 TIMING_NOISE = 0.01  # relative noise floor assumed for every measured interval
 KNEE_SHARPNESS = 4.0  # the smooth maximum's p: bench data cannot see the knee's shape
 # When data cannot tell two coefficients apart, fix the first of them in this order.
@@ -47,6 +49,7 @@ FIX_ORDER = (
     "overhead_s",
 )
 NOT_IDENTIFIABLE = "not identifiable from these runs"
+_RATES = {"weight_bandwidth", "matmul_flops"}  # achieved rates, bounded by MAX_RATE_FACTOR x the prior
 _POSITIVE = {"weight_bandwidth", "matmul_flops", "matvec_read_factor", "small_matmul_flops_factor"}
 
 
@@ -125,7 +128,9 @@ def fit(obs: BenchObservations, work: StepWork, prior: Coefficients) -> BenchFit
 
         lower = np.array([1e-6 if NAMES[k] in _POSITIVE else 0.0 for k in free] + [0.0])
         x0 = np.maximum(np.append(x_all[free], offset_ms), lower)
-        result = least_squares(residuals, x0, bounds=(lower, np.inf), x_scale="jac")
+        upper = np.array([MAX_RATE_FACTOR if NAMES[k] in _RATES else np.inf for k in free] + [np.inf])
+        x0 = np.minimum(x0, upper * 0.5)
+        result = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac")
         x_all[free], offset_ms = result.x[:-1], result.x[-1]
         names = [NAMES[k] for k in free]
         rel_se, corr = _uncertainty(result)
@@ -135,6 +140,9 @@ def fit(obs: BenchObservations, work: StepWork, prior: Coefficients) -> BenchFit
             for name in names
             if rse[name] > MAX_RELATIVE_SE
         }
+        for k, name in enumerate(names):  # a rate that ran to its bound stands in for something else
+            if name in _RATES and result.x[k] >= 0.99 * MAX_RATE_FACTOR:
+                why[name] = f"ran to {MAX_RATE_FACTOR:g}x its physical prior (the bound)"
         for a, b in zip(*np.nonzero(np.triu(np.abs(corr) > MAX_CORRELATION, 1))):
             for one, other in ((names[a], names[b]), (names[b], names[a])):
                 why.setdefault(one, f"inseparable from {other} (correlation {corr[a, b]:+.3f})")
