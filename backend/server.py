@@ -77,6 +77,7 @@ class Server:
         self.vocab_size = engine.runner.spec.vocab_size
         self.tokenizer = tokenizer or CharTokenizer(self.vocab_size)
         self.metrics = ServerMetrics(model_name)
+        self.metrics.describe_engine(engine)
         self.worker = EngineThread(engine, max_waiting, self.metrics)
         self.created = int(time.time())
         self.draining = False

@@ -9,7 +9,10 @@ request. A request that is not streamed delivers every token with its one respon
 is its E2E and it adds no ITL. Buckets are log-spaced, 20 per decade (each 12% wider than the
 last) from 0.5 ms to 100 s, so quantiles read from them are within a few percent.
 
-Counters and gauges come from the engine thread: tokens, finished requests by reason, and the
+Two info gauges carry the engine's settings as labels (`llmsim_cache_config_info`: block size,
+KV blocks, prefix caching; `llmsim_scheduler_config_info`: policy, max_num_seqs, token budget),
+as vLLM's `vllm:cache_config_info` does. Counters and gauges come from the engine thread: tokens,
+prompt tokens looked up in and found in the prefix cache, finished requests by reason, and the
 running and waiting requests and KV-cache usage after every step, abort and finish. Each server
 has its own registry, so several servers in one process (tests) do not collide.
 """
@@ -52,11 +55,28 @@ class ServerMetrics:
         self._kv = Gauge("llmsim_kv_cache_usage_ratio", "Fraction of KV-cache blocks in use", labels, registry=r)
         self._prompt = Counter("llmsim_prompt_tokens", "Prompt tokens of admitted requests", labels, registry=r)
         self._generated = Counter("llmsim_generation_tokens", "Generated tokens", labels, registry=r)
+        self._prefix_queries = Counter("llmsim_prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                       labels, registry=r)  # fmt: skip
+        self._prefix_hits = Counter("llmsim_prefix_cache_hits", "Prompt tokens found in the prefix cache",
+                                    labels, registry=r)  # fmt: skip
         self._finished = Counter("llmsim_request_success", "Finished sequences by finish reason",
                                  [*labels, "finished_reason"], registry=r)  # fmt: skip
         self.model_name = model_name
         for gauge in (self._running, self._waiting, self._kv):
             gauge.labels(model_name).set(0)
+
+    def describe_engine(self, engine) -> None:
+        """Expose the engine's KV-cache and scheduler settings as labels of two info gauges, as
+        vLLM does with `vllm:cache_config_info`, so that clients can read them."""
+        config = engine.scheduler.config  # the policy's defaults resolved
+        cache = {"block_size": engine.runner.block_size, "num_gpu_blocks": engine.runner.num_blocks,
+                 "enable_prefix_caching": bool(config.enable_prefix_caching)}  # fmt: skip
+        scheduler = {"policy": config.policy, "max_num_seqs": config.max_num_seqs,
+                     "max_num_batched_tokens": config.token_budget(engine.max_model_len)}  # fmt: skip
+        for name, doc, labels in (("llmsim_cache_config_info", "KV-cache settings", cache),
+                                  ("llmsim_scheduler_config_info", "Scheduler settings", scheduler)):  # fmt: skip
+            gauge = Gauge(name, doc, list(labels), registry=self.registry)
+            gauge.labels(*(str(v) for v in labels.values())).set(1)
 
     # --- the HTTP side ---------------------------------------------------------------------
     def observe_ttft(self, seconds: float) -> None:
@@ -74,6 +94,8 @@ class ServerMetrics:
         m = self.model_name
         if start == 0 and seq.token_times:
             self._prompt.labels(m).inc(seq.prompt_len)
+            self._prefix_queries.labels(m).inc(seq.prompt_len)
+            self._prefix_hits.labels(m).inc(seq.num_cached_prefix)
         self._generated.labels(m).inc(len(seq.token_times) - start)
 
     def observe_finish(self, seq: Sequence) -> None:

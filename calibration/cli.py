@@ -56,6 +56,9 @@ def _add_validate_parser(sub) -> None:
     p = sub.add_parser("validate", help="run a scenario on the real engine and in the simulator; report the error")
     p.add_argument("scenario", help="scenario YAML (normally with execution: {calibration: PATH})")
     p.add_argument("--url", default=None, help="measure this running server (llmsim bench) instead of the engine")
+    p.add_argument("--noise-floor", action="store_true",
+                   help="measure the real side twice on the same requests; report the real-vs-real difference "
+                   "beside the error and judge each statistic against max(tolerance, that difference)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field, e.g. --set workload.arrival.rate=2 (repeatable)")
@@ -134,7 +137,13 @@ def _add_calibration_parsers(sub) -> None:
                    "profile's points, so the fit weighs the shapes serving runs")
     p.add_argument("--from-bench", nargs="+", default=None, metavar="RESULTS_DIR",
                    help="fit `llmsim bench` results of any OpenAI-compatible server instead of a profile "
-                   "(with --model and --hardware; --dtype default fp16)")
+                   "(with --model and --hardware: a catalog name, cpu, a YAML file or an inline YAML mapping; "
+                   "--dtype default fp16)")
+    p.add_argument("--policy", default=None, choices=["vllm", "vllm-v0"],
+                   help="with --from-bench: the server's scheduler (default vllm: vLLM V1, mixed steps under one "
+                   "token budget; vllm-v0: a prompt is one prefill step)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=None,
+                   help="with --from-bench: the server's token budget per step (default: vLLM V1's for the hardware)")
     p.add_argument("--from-aiconfigurator", default=None, metavar="SYSTEM",
                    help="write a kernel-table file from aiconfigurator-core's measured kernels for a catalog GPU "
                    "(a100-80gb, h100-sxm, h200, b200, l40s), with --model, --backend and --out; needs the "

@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from calibration.measure.bench import bench, bench_scenario_workload, flag_workload
-from calibration.measure.loadgen import Target, text_prompt, token_prompt
+from calibration.measure.loadgen import Target
+from calibration.measure.prompts import text_prompt, token_prompt
 from simulator.cli import main
 from simulator.common.errors import ConfigError
 from simulator.scenario import parse_scenario
@@ -222,7 +223,9 @@ def test_cli_writes_results_and_refuses_bad_input(fake, tmp_path, capsys):
                  "--set", "workload.arrival.rate=50", "--timeout", "2", "--out", str(out)])
     assert code == 0
     assert len(pd.read_csv(out / "requests.csv")) == 5
-    assert "results:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "results:" in printed and "/metrics could not be read" in printed  # the fake has no /metrics
+    assert "not exposed by the server: block_size, num_blocks" in printed
 
     code = main(["bench", "--url", fake.url, "--num-requests", "3", "--prompt-tokens", "10",
                  "--output-tokens", "3", "--rate", "20", "--out", str(tmp_path / "flags")])
@@ -259,6 +262,10 @@ def test_end_to_end_against_llmsim_serve(tmp_path):
     assert run.results.summary.completed == 6 and run.results.summary.errors == 0
     requests = run.results.requests
     assert (requests.output_tokens == 6).all()  # ignore_eos honoured, every token streamed once
+    read = run.server.settings  # llmsim serve exposes every setting the simulated side needs
+    assert run.server.unreadable == [] and read["max_num_seqs"] == 8 and read["max_model_len"] == 2048
+    assert read["block_size"] == 16 and read["enable_prefix_caching"] is True and read["num_blocks"] > 0
+    assert run.results.info["server_prefix_cache_hit_rate"] == 0.0  # unique prompts: no hit
     assert (run.client.reported_output_tokens == 6).all() and (run.client.reported_prompt_tokens == 24).all()
     assert (requests.ttft > 0).all() and (requests.tpot > 0).all()
     run.save(tmp_path / "serve")

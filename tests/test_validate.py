@@ -65,6 +65,31 @@ def test_absolute_slack_forgives_sub_millisecond_misses():
     assert not row.ok
 
 
+def test_the_noise_floor_widens_the_limit_where_real_runs_differ_more_than_the_tolerance(capsys):
+    from calibration.validation.accuracy import print_comparison
+    from calibration.validation.noise_floor import floor_summary, judge_against_floor
+
+    real, sim = results(), results(scale=1.08)  # the simulator 8% slow
+    tol = Tolerances(mean=None, p50=0.05, p90=None, throughput=None, abs_ms=0.0)
+    plain = compare(real, sim, tol)
+    assert not plain.passed
+    noisy = judge_against_floor(plain, compare(real, results(scale=1.12), tol))  # real runs 12% apart
+    row = noisy.table.query("metric == 'TTFT' and stat == 'p50'").iloc[0]
+    assert row.real_vs_real == pytest.approx(0.12) and row.limit == pytest.approx(0.12)
+    assert row.limit_set_by == "noise floor" and row.ok and noisy.passed
+    assert "the noise floor dominates" in floor_summary(noisy)
+    quiet = judge_against_floor(plain, compare(real, results(scale=1.01), tol))  # 1% apart: tolerance rules
+    row = quiet.table.query("metric == 'TTFT' and stat == 'p50'").iloc[0]
+    assert row.limit == pytest.approx(0.05) and row.limit_set_by == "tolerance" and not quiet.passed
+    assert "the tolerance dominates" in floor_summary(quiet)
+    assert noisy.table.query("stat == 'paired p50'")["ok"].isna().all()  # reported, never checked
+    from rich.console import Console
+
+    print_comparison(noisy, Console(width=200))
+    out = capsys.readouterr().out
+    assert "real vs real" in out and "noise floor" in out
+
+
 def test_tolerance_overrides_parse_and_reject_nonsense():
     tol = Tolerances.parse(["p50=0.05", "p99=none", "throughput=0.03"])
     assert (tol.p50, tol.p99, tol.throughput) == (0.05, None, 0.03)

@@ -7,8 +7,13 @@ measured and a simulated run are compared by one tool. Client-side details (sche
 send times, lengths the server reported, errors) go to client.csv.
 
 Output lengths: every request asks for `max_tokens` = its output length with `ignore_eos: true`.
-A server that ignores `ignore_eos` stops at end-of-sequence tokens and returns fewer tokens; the
-actual count is what the records hold, and client.csv shows requested against streamed lengths.
+Tokens are counted as the server's usage reports them, a chunk carrying several tokens counted as
+all of them (loadgen.tokens_per_chunk); a server that stops early (it ignores `ignore_eos`, or
+hits its context limit) returns fewer, and client.csv shows requested against received lengths.
+
+Prompts are unique to each request and to each run (prompts.py), except the prompt blocks the
+workload declares shared. Before the run the server's settings are read (server_info.py), and its
+prefix-cache counters before and after it.
 """
 
 from __future__ import annotations
@@ -26,17 +31,19 @@ from tqdm import tqdm
 from calibration.measure.loadgen import (
     Outcome,
     Target,
+    itl_per_chunk,
     probe,
     resolve_model,
     run_requests,
-    text_prompt,
-    token_prompt,
 )
+from calibration.measure.prompts import new_run_key, text_prompt, token_prompt
+from calibration.measure.server_info import ServerConfig, hit_rate, read_server_config
 from simulator.common.errors import ConfigError
 from simulator.common.files import result_files
 from simulator.common.limits import MAX_RATE
 from simulator.metrics import summarize
 from simulator.metrics.results import Results
+from simulator.metrics.summary import LatencyStats
 from simulator.workload import Workload, WorkloadConfig, generate, load_workload
 
 
@@ -46,6 +53,7 @@ class BenchRun:
 
     results: Results
     client: pd.DataFrame
+    server: ServerConfig | None = None  # what the server said about itself before the run
 
     def save(self, out_dir: str | Path, *, force: bool = False) -> Path:
         with result_files(out_dir, force=force) as stage:
@@ -91,8 +99,11 @@ def bench(
     progress: bool = True,
     cost_per_hour: float = 0.0,
     info: dict | None = None,
+    run_key: int | None = None,
 ) -> BenchRun:
-    """Send `workload` to `target` and measure it (open loop, or closed loop with `concurrency`)."""
+    """Send `workload` to `target` and measure it (open loop, or closed loop with `concurrency`).
+    Prompts are unique to this run (calibration/measure/prompts.py) unless `run_key` repeats an
+    earlier run's; blocks the workload declares shared are shared."""
     if not workload.requests:
         raise ConfigError("the workload has no requests")
     if concurrency is not None and concurrency < 1:
@@ -100,7 +111,9 @@ def bench(
     model = asyncio.run(resolve_model(target))
     fmt = asyncio.run(probe(target, model, seed))
     make = token_prompt if fmt == "tokens" else text_prompt
-    prompts = [make(r, seed) for r in workload.requests]
+    run_key = new_run_key() if run_key is None else run_key
+    prompts = [make(r, seed, run_key, workload.hash_block_tokens) for r in workload.requests]
+    server = asyncio.run(read_server_config(target.base, target.headers))  # after the probe's lookups
 
     bar = tqdm(total=len(workload), desc="bench", unit="req", disable=not progress, file=sys.stderr)
     failed = 0
@@ -119,6 +132,7 @@ def bench(
         )
     finally:
         bar.close()
+    counters_after = asyncio.run(read_server_config(target.base, target.headers)).prefix_counters
     records = [o.record() for o in outcomes]
     summary = summarize(records, slos=workload.slos, cost_per_hour=cost_per_hour)
     client = pd.DataFrame([o.row() for o in outcomes])
@@ -139,16 +153,40 @@ def bench(
         "timeout_s": target.timeout_s,
         "started_unix_s": round(started, 3),
         "max_send_lag_s": float(lag.max()) if len(lag) else None,
+        "prompt_run_key": run_key,
         "short_outputs": int((done["streamed_tokens"] < done["requested_output_tokens"]).sum()),
+        "multi_token_chunks": int((done["chunks"] < done["streamed_tokens"]).sum()),
         "usage_mismatches": int(
             (done["reported_output_tokens"].notna()
              & (done["reported_output_tokens"] != done["streamed_tokens"])).sum()
         ),
+        "itl_per_chunk_s": LatencyStats.of(itl_per_chunk(outcomes)).to_dict(),
+        "server_config": server.to_dict(),
+        "server_prefix_cache_hit_rate": hit_rate(server.prefix_counters, counters_after),
         **(info or {}),
     }
     description = f"measured: {model} at {target.base} ({run_info['mode']})"
     results = Results(summary, records, None, workload.slos, description, run_info)
-    return BenchRun(results, client)
+    return BenchRun(results, client, server)
+
+
+def chunking_notes(info: dict) -> list[str]:
+    """What the token counts and the chunks of a run say, in words."""
+    lines = []
+    if info.get("multi_token_chunks"):
+        per_chunk = info.get("itl_per_chunk_s") or {}
+        lines.append(
+            f"note: {info['multi_token_chunks']} requests received several tokens in one streamed chunk: the "
+            "server coalesces tokens into chunks (stream batching, e.g. vLLM's stream interval or an API "
+            "process that falls behind the engine). Tokens are counted from the server's usage; ITL is per token "
+            "(a chunk's gap over its tokens)"
+            + (f"; per chunk it is p50 {per_chunk['p50'] * 1000:.2f} ms, mean {per_chunk['mean'] * 1000:.2f} ms"
+               if per_chunk.get("count") else "")
+        )
+    if info.get("short_outputs"):
+        lines.append(f"note: {info['short_outputs']} requests returned fewer tokens than asked, by the server's own "
+                     "count (the server stopped early: it may ignore ignore_eos, or stop at its context limit)")
+    return lines
 
 
 def bench_scenario_workload(scenario, seed: int, max_requests: int | None) -> Workload:
@@ -207,12 +245,18 @@ def run_cli(args) -> int:
     out = Path(args.out) if args.out else Path("results") / name / "bench"
     run.save(out, force=args.force)
     print_summary(run.results.summary, title=run.results.description)
+    for line in run.server.lines():
+        print(line)
+    if run.server.unreadable:
+        print(f"not exposed by the server: {', '.join(run.server.unreadable)}")
+    rate = run.results.info["server_prefix_cache_hit_rate"]
+    if rate is not None:
+        print(f"server prefix cache: {rate:.1%} of prompt tokens looked up during the run were hits")
     errors = run.results.info["errors"]
     if errors:
         print(f"errors: {sum(errors.values())} requests failed ({', '.join(f'{k}: {v}' for k, v in errors.items())}); "
               "see client.csv")
-    if run.results.info["short_outputs"]:
-        print(f"note: {run.results.info['short_outputs']} requests streamed fewer tokens than asked "
-              "(the server may ignore ignore_eos)")
+    for line in chunking_notes(run.results.info):
+        print(line)
     print(f"results: {out}/ (summary.json, requests.csv, client.csv, plots/*.png)")
     return 0

@@ -21,24 +21,10 @@ from typing import Literal
 import httpx
 import numpy as np
 
+from calibration.measure.prompts import text_prompt, token_prompt
 from simulator.common.errors import ConfigError
 from simulator.metrics import STATUS_ERROR, STATUS_OK, RequestRecord
 from simulator.workload import Request
-
-# Token ids for synthetic prompts: above the special and byte tokens of common vocabularies and
-# below the vocabulary size of the smallest model in the catalog (8192).
-PROMPT_TOKEN_RANGE = (1000, 8000)
-# Frequent English words, each a single token in common BPE vocabularies, for text prompts.
-_WORD_LIST = (
-    "the of and to in is was for that with as on by at from his her are be this which or an had "
-    "not but what all were when we there can more if no man out other so time up into only new "
-    "some could these two may first then do any like my now over such our made after also did "
-    "many before must through back years where much your way well down should because each just "
-    "those people how too little state good very make world still own see men work long get here "
-    "between both life being under never day same another know while last might us great old year "
-    "off come since against go came right used take three"
-)
-_WORDS = _WORD_LIST.split()
 
 
 @dataclass(frozen=True)
@@ -69,7 +55,8 @@ class Outcome:
     request: Request
     scheduled: float
     sent: float = float("nan")
-    token_times: list[float] = field(default_factory=list)
+    chunk_times: list[float] = field(default_factory=list)  # each streamed chunk that carried tokens
+    chunk_tokens: list[int | None] = field(default_factory=list)  # its tokens, None when it did not say
     error: str = ""
     http_status: int | None = None
     reported_prompt_tokens: int | None = None  # from the server's usage, when it sends one
@@ -80,6 +67,15 @@ class Outcome:
     def ok(self) -> bool:
         return not self.error
 
+    @property
+    def tokens_per_chunk(self) -> np.ndarray:
+        return tokens_per_chunk(self.chunk_times, self.chunk_tokens, self.reported_output_tokens)
+
+    @property
+    def token_times(self) -> np.ndarray:
+        """One time per token (see token_times_of_chunks)."""
+        return token_times_of_chunks(self.chunk_times, self.tokens_per_chunk)
+
     def record(self) -> RequestRecord:
         prompt = self.reported_prompt_tokens or self.request.prompt_tokens
         return RequestRecord(
@@ -87,7 +83,7 @@ class Outcome:
             request_class=self.request.request_class,
             arrival=self.sent,
             prompt_tokens=prompt,
-            token_times=np.asarray(self.token_times),
+            token_times=self.token_times,
             status=STATUS_OK if self.ok else STATUS_ERROR,
         )
 
@@ -101,26 +97,12 @@ class Outcome:
             "requested_output_tokens": self.request.output_tokens,
             "reported_prompt_tokens": self.reported_prompt_tokens,
             "reported_output_tokens": self.reported_output_tokens,
-            "streamed_tokens": len(self.token_times),
+            "streamed_tokens": int(self.tokens_per_chunk.sum()),
+            "chunks": len(self.chunk_times),
             "finish_reason": self.finish_reason,
             "http_status": self.http_status,
             "error": self.error,
         }
-
-
-# --- prompts -------------------------------------------------------------------------------------
-
-
-def token_prompt(request: Request, seed: int) -> list[int]:
-    """`prompt_tokens` random token ids, different for every request (no accidental prefix hits)."""
-    rng = np.random.default_rng([seed, request.request_id])
-    return rng.integers(*PROMPT_TOKEN_RANGE, size=request.prompt_tokens).tolist()
-
-
-def text_prompt(request: Request, seed: int) -> str:
-    """About `prompt_tokens` tokens of text: that many common words, drawn at random."""
-    rng = np.random.default_rng([seed, request.request_id])
-    return " ".join(_WORDS[i] for i in rng.integers(0, len(_WORDS), size=request.prompt_tokens))
 
 
 def _body(target: Target, model: str, request: Request, prompt: list[int] | str) -> dict:
@@ -147,8 +129,55 @@ def _path(target: Target) -> str:
 # --- one request ---------------------------------------------------------------------------------
 
 
+def tokens_per_chunk(times: list[float], counts: list[int | None], reported: int | None) -> np.ndarray:
+    """Tokens in each streamed chunk. A chunk that says how many it carries (`token_ids`, or
+    per-token `logprobs`) is taken at its word; the others carry one each, unless the server's
+    usage reports more tokens than that: the extra ones are spread over the chunks after the
+    first in proportion to the time since the chunk before (a server that coalesces tokens into
+    one chunk sends more of them after a longer wait), rounded to whole tokens."""
+    n = len(times)
+    known = np.array([c if c is not None else 0 for c in counts], dtype=np.int64)
+    unknown = np.array([c is None for c in counts], dtype=bool)
+    out = np.where(unknown, 1, known)
+    extra = (reported or 0) - int(out.sum())
+    if extra <= 0 or not unknown.any():
+        return out
+    gaps = np.diff(np.asarray(times, dtype=float), prepend=times[0]) if n else np.array([])
+    weights = np.where(unknown, np.maximum(gaps, 0.0), 0.0)
+    if n > 1:
+        weights[0] = 0.0
+    if weights.sum() <= 0:
+        weights = unknown.astype(float)
+    share = extra * weights / weights.sum()
+    whole = np.floor(share).astype(np.int64)
+    left = extra - int(whole.sum())
+    whole[np.argsort(-(share - whole), kind="stable")[:left]] += 1  # largest remainders
+    return out + whole
+
+
+def token_times_of_chunks(times: list[float], counts: np.ndarray) -> np.ndarray:
+    """One time per token: the first chunk's tokens at its arrival; each later chunk's k tokens
+    evenly over the gap since the chunk before, its last one at its arrival. So ITL per token is
+    a chunk's gap divided by its tokens, and TTFT, E2E and TPOT do not depend on the chunking."""
+    out: list[float] = []
+    previous = None
+    for t, k in zip(times, counts.tolist()):
+        if previous is None:
+            out.extend([t] * k)
+        else:
+            out.extend(previous + (t - previous) * (j + 1) / k for j in range(k))
+        previous = t
+    return np.asarray(out, dtype=float)
+
+
+def itl_per_chunk(outcomes: list[Outcome]) -> np.ndarray:
+    """Gaps between consecutive token-carrying chunks of the completed requests."""
+    gaps = [np.diff(o.chunk_times) for o in outcomes if o.ok and len(o.chunk_times) > 1]
+    return np.concatenate(gaps) if gaps else np.array([])
+
+
 def _chunk_tokens(chunk: dict, endpoint: str) -> tuple[bool, str | None]:
-    """Whether a streamed chunk carries a generated token, and its finish reason.
+    """Whether a streamed chunk carries generated tokens, and its finish reason.
 
     A completions chunk with a choice is a token (its text may be empty: a token can decode to
     nothing on its own) unless it is an empty closing chunk with only a finish reason. A chat chunk
@@ -162,7 +191,21 @@ def _chunk_tokens(chunk: dict, endpoint: str) -> tuple[bool, str | None]:
     if endpoint == "chat":
         return bool((choice.get("delta") or {}).get("content")), reason
     text = choice.get("text")
-    return bool(text) or (text is not None and reason is None), reason
+    return bool(text) or (text is not None and reason is None) or bool(choice.get("token_ids")), reason
+
+
+def _declared_count(chunk: dict) -> int | None:
+    """How many tokens a chunk says it carries: its `token_ids` (vLLM's `return_token_ids`) or
+    its per-token logprobs; None when it does not say."""
+    choice = (chunk.get("choices") or [{}])[0]
+    if choice.get("token_ids"):
+        return len(choice["token_ids"])
+    logprobs = choice.get("logprobs") or {}
+    if isinstance(logprobs, dict):
+        per_token = logprobs.get("tokens") or logprobs.get("content")
+        if per_token:
+            return len(per_token)
+    return None
 
 
 async def _stream(client: httpx.AsyncClient, target: Target, model: str, out: Outcome, prompt, t0: float):
@@ -190,9 +233,10 @@ async def _stream(client: httpx.AsyncClient, target: Target, model: str, out: Ou
                 out.reported_output_tokens = usage.get("completion_tokens")
             is_token, reason = _chunk_tokens(chunk, target.endpoint)
             if is_token:
-                out.token_times.append(now)
+                out.chunk_times.append(now)
+                out.chunk_tokens.append(_declared_count(chunk))
             out.finish_reason = reason or out.finish_reason
-    if not out.token_times:
+    if not out.chunk_times:
         out.error = "the stream ended without a token"
 
 

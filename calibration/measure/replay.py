@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from calibration.measure.loadgen import PROMPT_TOKEN_RANGE, token_prompt
+from calibration.measure.prompts import token_prompt
 from simulator.common.errors import ConfigError
 from simulator.execution import ExecutionModel
 from simulator.metrics import RequestRecord, summarize
@@ -139,27 +139,18 @@ def warm_up(engine, seed: int = 0) -> HostOverhead:
     return HostOverhead.measure(engine.records_frame().iloc[start:])
 
 
-def replay_prompt(request: Request, seed: int, hash_block_tokens: int | None) -> list[int]:
-    """`token_prompt`, with the tokens of each block the request names by a hash id drawn from
-    that id alone (the same tokens in every request naming it)."""
-    tokens = token_prompt(request, seed)
-    if not (request.block_hashes and hash_block_tokens):
-        return tokens
-    for k, block_id in enumerate(request.block_hashes):
-        start = k * hash_block_tokens
-        if start >= len(tokens):
-            break
-        end = min(start + hash_block_tokens, len(tokens))
-        named = np.random.default_rng([seed, 1, block_id]).integers(*PROMPT_TOKEN_RANGE, size=hash_block_tokens)
-        tokens[start:end] = named[: end - start].tolist()
-    return tokens
+def replay_prompt(request: Request, seed: int, hash_block_tokens: int | None, run: int = 0) -> list[int]:
+    """The request's own token ids, with the tokens of each block it names by a hash id drawn from
+    that id alone (the same tokens in every request naming it; calibration/measure/prompts.py);
+    another `run` draws other tokens of the same lengths."""
+    return token_prompt(request, seed, run, hash_block_tokens)
 
 
 def _warm_request(i: int, prompt: int) -> Request:
     return Request(request_id=2**30 + i, arrival=0.0, prompt_tokens=prompt, output_tokens=16)
 
 
-def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True) -> EngineRun:
+def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True, run: int = 0) -> EngineRun:
     """Serve `workload` on `engine` in real time; times in the results start at the first arrival.
 
     Requests join at step boundaries, decided on the recorded clock as the simulator decides
@@ -179,7 +170,7 @@ def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True) 
     while pending or engine.has_work:
         while pending and pending[0].arrival <= boundary:
             r = pending.popleft()
-            prompt = replay_prompt(r, seed, workload.hash_block_tokens)
+            prompt = replay_prompt(r, seed, workload.hash_block_tokens, run)
             seq = engine.add_request(prompt, r.output_tokens, ignore_eos=True,
                                      arrival=offset + r.arrival, request_class=r.request_class,
                                      priority=r.priority)  # fmt: skip

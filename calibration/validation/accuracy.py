@@ -124,21 +124,31 @@ def _row(metric: str, stat: str, real, sim, tol: float | None, abs_ms: float, sc
 def print_comparison(comparison: Comparison, console: Console | None = None, title: str = "") -> None:
     console = console or report_console()
     table = Table(title=title or "Simulated vs measured", title_justify="left")
-    for column in ("metric", "stat", "measured", "simulated", "error", "tolerance", ""):
-        table.add_column(column, justify="left" if column in ("metric", "stat", "") else "right")
+    floor = "real_vs_real" in comparison.table.columns  # judged against a noise floor (noise_floor.py)
+    columns = ["metric", "stat", "measured", "simulated", "sim vs real"]
+    columns += ["real vs real", "tolerance", "limit", "set by", ""] if floor else ["tolerance", ""]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("metric", "stat", "set by", "") else "right")
     for row in comparison.table.itertuples():
         unit = "" if row.stat == "rate" else " ms"
         verdict = {True: "[green]ok", False: "[bold red]FAIL", None: ""}[row.ok]
-        table.add_row(
-            row.metric, row.stat, _fmt(row.measured, unit), _fmt(row.simulated, unit),
-            "-" if row.error is None or np.isnan(row.error) else f"{row.error:+.1%}",
-            "-" if row.tolerance is None or np.isnan(row.tolerance) else f"±{row.tolerance:.0%}",
-            verdict,
-        )
+        cells = [row.metric, row.stat, _fmt(row.measured, unit), _fmt(row.simulated, unit), _pct(row.error, "+")]
+        if floor:
+            cells.append(_pct(row.real_vs_real, "+"))
+        cells.append("-" if row.tolerance is None or np.isnan(row.tolerance) else f"±{row.tolerance:.0%}")
+        if floor:
+            cells += [_pct(row.limit, "±"), row.limit_set_by if isinstance(row.limit_set_by, str) else ""]
+        table.add_row(*cells, verdict)
     console.print(table)
     verdict = "[bold green]PASS" if comparison.passed else "[bold red]FAIL"
     console.print(f"{verdict}[/]: {len(comparison.failures)} of {comparison.table['ok'].notna().sum()} "
-                  "checked statistics outside their tolerance")
+                  "checked statistics outside their " + ("limit, max(tolerance, real vs real)" if floor else "tolerance"))
+
+
+def _pct(value, sign: str) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    return f"{value:+.1%}" if sign == "+" else f"±{value:.1%}"
 
 
 def _fmt(value, unit: str) -> str:
