@@ -43,7 +43,7 @@ from simulator.scenario import Scenario, load_scenario, parse_scenario
 from simulator.scenario.plan_schema import LAYOUT_KEYS, layout_label
 from simulator.scenario.window import stationary_rate
 from simulator.studies.parallel import run_tasks
-from simulator.studies.plan_confirm import confirm
+from simulator.studies.plan_confirm import confirm, tie_break
 from simulator.studies.plan_physics import physics_reason
 from simulator.studies.plan_result import PlanResult
 from simulator.studies.plan_search import (
@@ -271,11 +271,6 @@ def _set(rows: list[dict], replicas: int, **values) -> None:
     for row in rows:
         if row["replicas"] == replicas:
             row.update(values)
-
-
-def tie_break(decisive: list[dict]) -> str:
-    ttft = [d["key"] for d in decisive if d["metric"] == "ttft"]
-    return f"{ttft[0]}_ms" if ttft else "ttft_p90_ms"
 
 
 def _choose(frame: pd.DataFrame, decisive: list[dict]) -> tuple[int | None, int | None]:

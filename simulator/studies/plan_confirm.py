@@ -25,13 +25,27 @@ def _gkey(row) -> tuple:
     return tuple(row[k] for k in GROUP_KEYS)
 
 
+def tie_break(decisive: list[dict]) -> str:
+    """The column that orders candidates of equal price: the decisive TTFT, lower first."""
+    ttft = [d["key"] for d in decisive if d["metric"] == "ttft"]
+    return f"{ttft[0]}_ms" if ttft else "ttft_p90_ms"
+
+
+def _order(frame: pd.DataFrame, idx: int, tie: str, cost: float | None = None) -> tuple[float, float, int]:
+    """Heap key: price, then the tie-break latency (unknown last), then the row."""
+    value = frame.loc[idx, tie] if tie in frame.columns else None
+    value = float(value) if value is not None and pd.notna(value) else float("inf")
+    return (float(frame.loc[idx, "usd_per_hour"]) if cost is None else cost, value, idx)
+
+
 def confirm(frame: pd.DataFrame, jobs: list[dict], winner: int, factor: float, decisive: list[dict],
             workers: int | None, ray: str | None, progress: bool) -> tuple[int | None, int, pd.DataFrame]:
     """(the confirmed answer's index or None, simulations run, the candidates with long_* columns)."""
     frame = frame.copy()
     job_of = {tuple(j["group"][k] for k in GROUP_KEYS): j for j in jobs}
     ok = frame[(frame["status"] == "met") & (frame["stage"] != "screen")]
-    heap = [(row["usd_per_hour"], int(idx)) for idx, row in ok.iterrows()]
+    tie = tie_break(decisive)
+    heap = [_order(frame, int(idx), tie) for idx in ok.index]
     heapq.heapify(heap)
     for col in ("long_window_s", "long_slo_met", "long_steady", "long_misses", *(
             f"long_{d['key']}_ms" for d in decisive)):
@@ -41,7 +55,7 @@ def confirm(frame: pd.DataFrame, jobs: list[dict], winner: int, factor: float, d
     while heap and runs < MAX_CONFIRMATIONS:
         batch = [heapq.heappop(heap) for _ in range(min(per_round, len(heap), MAX_CONFIRMATIONS - runs))]
         tasks = []
-        for _, idx in batch:
+        for *_, idx in batch:
             row = frame.loc[idx]
             job = job_of[_gkey(row)]
             tasks.append(job | {"replicas": int(row["replicas"]), "factor": factor, "warmup_s": row["warmup_s"],
@@ -50,7 +64,7 @@ def confirm(frame: pd.DataFrame, jobs: list[dict], winner: int, factor: float, d
                             progress=progress)
         runs += len(tasks)
         passed = []
-        for (cost, idx), task, res in zip(batch, tasks, results):
+        for (cost, _, idx), task, res in zip(batch, tasks, results):
             frame.loc[idx, "long_window_s"] = res["window_s"]
             frame.loc[idx, "long_slo_met"] = res["slo_met"]
             frame.loc[idx, "long_steady"] = res["steady"]
@@ -62,16 +76,16 @@ def confirm(frame: pd.DataFrame, jobs: list[dict], winner: int, factor: float, d
                     if key in frame.columns and key not in ("replicas", "usd_per_hour"):
                         frame.at[idx, key] = value
             if res["slo_met"]:
-                passed.append((cost, idx))
+                passed.append(_order(frame, idx, tie, cost))
                 continue
             frame.loc[idx, "status"] = "missed"
             frame.loc[idx, "reason"] = f"met the SLOs over {task['window_s']:.0f} s but not over a {factor:g}x " \
                                        f"longer window: {res['misses']}"
             more = _next_count(frame, idx, task)
             if more is not None:
-                heapq.heappush(heap, more)
+                heapq.heappush(heap, _order(frame, more[1], tie, more[0]))
         if passed:
-            return min(passed)[1], runs, frame
+            return min(passed)[2], runs, frame
     return None, runs, frame
 
 
