@@ -32,7 +32,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from simulator.execution.roofline import RooflineEfficiency, StepOverhead
+from simulator.execution.roofline import RooflineEfficiency, StepOverhead, decode_run_grid
 from simulator.spec import HardwareSpec, ModelSpec, compute_dtype_for, dtype_bytes
 from simulator.spec.memory import ACTIVATION_BYTES
 from simulator.spec.parallel import Parallelism
@@ -187,14 +187,7 @@ class MoERooflineModel:
         return float(self._total(self._terms(np.atleast_1d(new_tokens), np.atleast_1d(cached_tokens))))
 
     def decode_run_times(self, cached_tokens: np.ndarray, num_steps: int) -> np.ndarray:
-        cached = np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))
-        out = np.empty(num_steps)
-        chunk = max(1, 1_000_000 // max(1, cached.size))
-        for start in range(0, num_steps, chunk):
-            steps = np.arange(start, min(start + chunk, num_steps), dtype=np.float64)[:, None]
-            grid = cached[None, :] + steps
-            out[start : start + len(steps)] = self._total(self._terms(np.ones_like(grid), grid))
-        return out
+        return decode_run_grid(lambda new, cached: self._total(self._terms(new, cached)), cached_tokens, num_steps)
 
     def is_extrapolated(self, new_tokens: np.ndarray, cached_tokens: np.ndarray) -> bool:
         return False

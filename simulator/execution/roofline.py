@@ -11,6 +11,19 @@ from simulator.spec import HardwareSpec, ModelSpec, compute_dtype_for, dtype_byt
 from simulator.spec.memory import ACTIVATION_BYTES, kv_bytes_per_token_per_gpu, streamed_weight_bytes_per_gpu
 
 
+def decode_run_grid(price, cached_tokens: np.ndarray, num_steps: int) -> np.ndarray:
+    """Times of `num_steps` consecutive decode steps of rows at `cached_tokens`, priced by
+    `price(new, cached)` over a (steps, rows) grid, chunked to bound memory on long runs."""
+    cached = np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))
+    out = np.empty(num_steps)
+    chunk = max(1, 1_000_000 // max(1, cached.size))
+    for start in range(0, num_steps, chunk):
+        steps = np.arange(start, min(start + chunk, num_steps), dtype=np.float64)[:, None]
+        grid = cached[None, :] + steps
+        out[start : start + len(steps)] = price(np.ones_like(grid), grid)
+    return out
+
+
 @dataclass(frozen=True)
 class RooflineEfficiency:
     """Fractions of datasheet peaks that real serving kernels reach.
@@ -142,15 +155,7 @@ class RooflineModel:
         return float(self._total(self._terms(np.atleast_1d(new_tokens), np.atleast_1d(cached_tokens))))
 
     def decode_run_times(self, cached_tokens: np.ndarray, num_steps: int) -> np.ndarray:
-        cached = np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))
-        out = np.empty(num_steps)
-        # Chunk the (steps, rows) grid to bound memory on long runs of large batches.
-        chunk = max(1, 1_000_000 // max(1, cached.size))
-        for start in range(0, num_steps, chunk):
-            steps = np.arange(start, min(start + chunk, num_steps), dtype=np.float64)[:, None]
-            grid = cached[None, :] + steps
-            out[start : start + len(steps)] = self._total(self._terms(np.ones_like(grid), grid))
-        return out
+        return decode_run_grid(lambda new, cached: self._total(self._terms(new, cached)), cached_tokens, num_steps)
 
     def is_extrapolated(self, new_tokens: np.ndarray, cached_tokens: np.ndarray) -> bool:
         return False  # a roofline has no fitted range
