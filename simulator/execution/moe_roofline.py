@@ -32,7 +32,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from simulator.execution.roofline import RooflineEfficiency, StepOverhead, decode_run_grid
+from simulator.execution.roofline import RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.spec import HardwareSpec, ModelSpec, compute_dtype_for, dtype_bytes
 from simulator.spec.memory import ACTIVATION_BYTES
 from simulator.spec.parallel import Parallelism
@@ -182,23 +182,13 @@ class MoERooflineModel:
     def _total(terms: dict[str, np.ndarray]) -> np.ndarray:
         return terms["overhead"] + terms["gpu"]
 
-    # --- ExecutionModel ------------------------------------------------------------------------
-    def step_time(self, new_tokens: np.ndarray, cached_tokens: np.ndarray) -> float:
-        return float(self._total(self._terms(np.atleast_1d(new_tokens), np.atleast_1d(cached_tokens))))
-
-    def decode_run_times(self, cached_tokens: np.ndarray, num_steps: int) -> np.ndarray:
-        return decode_run_grid(lambda new, cached: self._total(self._terms(new, cached)), cached_tokens, num_steps)
-
-    def is_extrapolated(self, new_tokens: np.ndarray, cached_tokens: np.ndarray) -> bool:
-        return False
-
-    def roofline_breakdown(self, new_tokens, cached_tokens) -> dict[str, float]:
-        """Seconds per part of one step summed over stages for one micro-batch (`gpu` is the
-        pipelined total, `total` adds the overhead)."""
-        terms = self._terms(np.atleast_1d(new_tokens), np.atleast_1d(cached_tokens))
-        out = {name: float(value) for name, value in terms.items()}
-        out["total"] = float(self._total(terms))
-        return out
+    # --- ExecutionModel: the dense roofline's, over this model's own _terms and _total -----------
+    # (roofline_breakdown: seconds per part summed over stages for one micro-batch; `gpu` is the
+    # pipelined total, `total` adds the overhead)
+    step_time = RooflineModel.step_time
+    decode_run_times = RooflineModel.decode_run_times
+    is_extrapolated = RooflineModel.is_extrapolated
+    roofline_breakdown = RooflineModel.roofline_breakdown
 
     def describe(self) -> dict:
         out = {
