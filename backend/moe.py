@@ -9,8 +9,11 @@ weights are stacked, `w_gate_up` [experts, 2 x width, hidden] (gate rows first) 
 The (token, expert) assignments are sorted by expert and each expert that received any runs its
 rows as one matmul per projection: a step reads the weights of the experts its tokens touch,
 once each, which is what makes its cost depend on how many distinct experts that is (recorded
-in `experts_touched` for the profiler). Outputs go back to assignment order and each token sums
-its k weighted outputs in a fixed order, so results do not depend on the device's atomics.
+in `experts_touched` for the profiler). On CPU in fp32 an expert's rows past 32 are padded to a
+few bucket sizes (`layers.padded_rows`) so that oneDNN reuses compiled kernels instead of
+compiling one per new row count in every step. Outputs go back to assignment order and each
+token sums its k weighted outputs in a fixed order, so results do not depend on the device's
+atomics.
 A shared expert (Qwen2-MoE, DeepSeek) runs on every token, scaled by sigmoid(shared gate) when
 the model has one.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backend.layers import MLP, Linear, linear, silu_and_mul
+from backend.layers import MLP, Linear, linear, padded_rows, silu_and_mul
 from backend.variant import Variant
 from simulator.spec import ModelSpec
 
@@ -64,8 +67,11 @@ class SparseMoE(nn.Module):
         for expert, count in enumerate(counts):
             if count:
                 part = rows[start : start + count]
+                padded = padded_rows(count, part)
+                if padded > count:  # rows are independent: the padding's outputs are dropped
+                    part = torch.cat([part, part.new_zeros(padded - count, part.shape[1])])
                 hidden = silu_and_mul(linear(part, self.w_gate_up[expert]))
-                grouped[start : start + count] = linear(hidden, self.w_down[expert])
+                grouped[start : start + count] = linear(hidden, self.w_down[expert])[:count]
                 start += count
         self.experts_touched = sum(1 for count in counts if count)
         outputs = torch.empty_like(grouped)

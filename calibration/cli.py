@@ -71,6 +71,9 @@ def _add_validate_parser(sub) -> None:
     p.add_argument("--num-blocks", type=int, default=None,
                    help="KV-cache blocks of the engine (default: the runner's budget), or of the server with --url")
     p.add_argument("--max-requests", type=int, default=None, help="only the first N requests of the workload")
+    p.add_argument("--idle", choices=("sleep", "spin"), default="sleep",
+                   help="how the in-process engine waits for arrivals: sleep (as a server blocks; a core woken "
+                   "from sleep runs its first steps slower) or spin (busy, as the profile's back-to-back steps ran)")
     p.add_argument("--out", default=None, help="output folder (default: results/<scenario name>/validate)")
     p.add_argument("--force", action="store_true",
                    help="write into an output folder that holds files llmsim did not write (they are left alone)")

@@ -235,3 +235,41 @@ def test_engine_steps_become_a_measurements_file_calibrate_reads(tmp_path):
     assert m.times[1] == pytest.approx(0.02) and m.meta["threads"] == 1 and m.meta["model"] == "llama-20m"
     both = steps_to_measurements([steps], tmp_path / "both.csv", model="llama-20m", dtype="fp32", profile=path)
     assert len(load_measurements(both).frame) == 2 * len(steps)
+
+
+@pytest.mark.parametrize("idle", ["sleep", "spin"])
+def test_an_idle_engine_sleeps_or_spins_as_asked_and_the_schedule_still_replays(idle, monkeypatch):
+    """Between sparse arrivals the engine waits: "sleep" blocks the core, "spin" keeps it busy (the
+    conditions a profile's back-to-back steps ran in). Either way the simulator makes its schedule."""
+    pytest.importorskip("torch")
+    import calibration.measure.replay as replay_module
+    from calibration.measure.replay import build_engine, engine_settings, replay, warm_up
+    from calibration.validation.schedule_check import check_schedule
+
+    sleeps = []
+    real_sleep = replay_module.time.sleep
+    monkeypatch.setattr(replay_module.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    scenario = cpu_scenario(rate=20.0, n=4)
+    engine = build_engine(scenario)
+    warm_up(engine)
+    workload = generate(scenario.workload, seed=scenario.seed, max_context=engine.max_model_len)
+    # tiny requests 0.5 s apart: each is done a hundred times sooner, and the engine waits
+    workload = dataclasses.replace(workload, requests=[
+        dataclasses.replace(r, arrival=0.5 * i, prompt_tokens=16, output_tokens=2)
+        for i, r in enumerate(workload.requests)])  # fmt: skip
+    run = replay(engine, workload, seed=scenario.seed, progress=False, idle=idle)
+    assert run.results.summary.completed == 4
+    assert bool(sleeps) == (idle == "sleep")
+    check = check_schedule(run.results, run.steps, scenario, workload, engine_settings(engine, 1), scenario.seed)
+    assert check.identical, check.line()
+
+
+def test_an_unknown_idle_mode_is_refused_by_name():
+    pytest.importorskip("torch")
+    from calibration.measure.replay import build_engine, replay
+
+    scenario = cpu_scenario(rate=20.0, n=2)
+    engine = build_engine(scenario)
+    workload = generate(scenario.workload, seed=scenario.seed, max_context=engine.max_model_len)
+    with pytest.raises(ConfigError, match="--idle: got 'nap'; allowed: sleep, spin"):
+        replay(engine, workload, idle="nap")

@@ -32,6 +32,7 @@ from simulator.scenario import Scenario
 from simulator.workload import Request, Workload
 
 _SPIN_S = 0.002  # the last part of an idle wait is spun, so arrivals are not late by a sleep's slack
+IDLE_MODES = ("sleep", "spin")
 
 
 @dataclass(frozen=True)
@@ -150,14 +151,23 @@ def _warm_request(i: int, prompt: int) -> Request:
     return Request(request_id=2**30 + i, arrival=0.0, prompt_tokens=prompt, output_tokens=16)
 
 
-def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True, run: int = 0) -> EngineRun:
+def replay(
+    engine, workload: Workload, *, seed: int = 0, progress: bool = True, run: int = 0, idle: str = "sleep"
+) -> EngineRun:
     """Serve `workload` on `engine` in real time; times in the results start at the first arrival.
 
     Requests join at step boundaries, decided on the recorded clock as the simulator decides
     them: a busy engine admits what arrived by the end of its last step, an idle one sleeps until
     the next arrival and admits what arrived by then. Each step's boundary is recorded
     (`decided_at`), so the schedule is a function of the recorded step times alone and the
-    simulator, fed those times, must reproduce it exactly (calibration/schedule_check.py)."""
+    simulator, fed those times, must reproduce it exactly (calibration/schedule_check.py).
+
+    idle: how the engine waits for the next arrival: "sleep" (as a server blocks) or "spin" (the
+    core stays busy). A core woken from sleep runs its first steps slower, on a shared VM by 5-15%
+    (caches and clocks taken by others meanwhile); a profile times steps back to back, so "spin"
+    compares the step-time model with the engine under the conditions it was measured in."""
+    if idle not in IDLE_MODES:
+        raise ConfigError(f"--idle: got {idle!r}; allowed: {', '.join(IDLE_MODES)}")
     first_step = len(engine.records)
     pending = deque(workload.requests)
     served: list[tuple] = []  # (request, sequence)
@@ -186,7 +196,7 @@ def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True, 
             if not pending:
                 break  # anything still queued is left as unfinished
             boundary = max(boundary, pending[0].arrival)
-            _sleep_until(engine, offset + boundary)
+            _wait_until(engine, offset + boundary, spin=idle == "spin")
         if progress:  # counting costs a pass over the requests: only when someone watches
             finished = sum(seq.finish_time is not None for _, seq in served)
             bar.update(finished - done)
@@ -216,9 +226,9 @@ def replay(engine, workload: Workload, *, seed: int = 0, progress: bool = True, 
     return EngineRun(results, steps)
 
 
-def _sleep_until(engine, target: float) -> None:
+def _wait_until(engine, target: float, spin: bool) -> None:
     remaining = target - engine.now()
-    if remaining > _SPIN_S:
+    if remaining > _SPIN_S and not spin:
         time.sleep(remaining - _SPIN_S)
     while engine.now() < target:
         pass

@@ -121,10 +121,12 @@ def validate(
     tolerances: Tolerances | None = None,
     progress: bool = True,
     noise_floor: bool = False,
+    idle: str = "sleep",
 ) -> Validation:
     """Run the scenario's workload for real and simulated, and compare. With `noise_floor`, the
     real side is measured twice on the same requests and each statistic is judged against
-    max(tolerance, real-vs-real difference) (noise_floor.py)."""
+    max(tolerance, real-vs-real difference) (noise_floor.py). `idle`: how the in-process engine
+    waits between arrivals (replay.replay)."""
     repeat = None
     seed = scenario.seed if seed is None else seed
     if url is None:
@@ -136,11 +138,12 @@ def validate(
         workload = truncate(generate(scenario.workload, seed=seed, max_context=engine.max_model_len,
                                      base_dir=scenario.base_dir), max_requests)  # fmt: skip
         overhead = warm_up(engine, seed)
-        real = replay(engine, workload, seed=seed, progress=progress)
+        real = replay(engine, workload, seed=seed, progress=progress, idle=idle)
         if noise_floor:  # other tokens of the same lengths: nothing of the first run in the cache
-            repeat = replay(engine, workload, seed=seed, progress=progress, run=1).results
+            repeat = replay(engine, workload, seed=seed, progress=progress, run=1, idle=idle).results
         settings = engine_settings(engine, threads)
         settings["host_overhead"] = overhead.__dict__
+        settings["idle"] = idle
         steps = real.steps
         measured = real.results
     else:
@@ -252,7 +255,7 @@ def run_cli(args) -> int:
     scenario = load_scenario(args.scenario, args.set)
     result = validate(scenario, seed=args.seed, url=args.url, device=args.device, num_blocks=args.num_blocks,
                       threads=args.threads, max_requests=args.max_requests, tolerances=tolerances,
-                      noise_floor=getattr(args, "noise_floor", False))  # fmt: skip
+                      noise_floor=getattr(args, "noise_floor", False), idle=getattr(args, "idle", "sleep"))  # fmt: skip
     out = Path(args.out) if args.out else Path("results") / scenario.name / "validate"
     result.save(out, force=args.force)
     for line in setting_lines(result):
