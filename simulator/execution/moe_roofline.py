@@ -152,9 +152,8 @@ class MoERooflineModel:
         distinct = distinct_experts(busiest, m.num_experts, m.num_experts_per_token) / lay.ep if m.is_moe else 0.0
         stage_s, parts = [], {"linear": 0.0, "experts": 0.0, "attention": 0.0, "exchange": 0.0, "lm_head": 0.0}
         for c in self._stages:
-            linear = np.maximum(c["dense_read_s"], tokens / dp * c["dense_s_per_token"])
-            experts = c["moe_layers"] * np.maximum(distinct * c["expert_read_s"],
-                                                   busiest * c["expert_s_per_token"])
+            linear = self._linear_s(c, tokens / dp)
+            experts = c["moe_layers"] * self._expert_layer_s(c, busiest, distinct) if c["moe_layers"] else 0.0
             kv_full = np.where(active, context, 0.0).sum(axis=-1) * c["kv_s_per_token"]
             kv_slide = np.where(active, np.minimum(context, window), 0.0).sum(axis=-1) * c["kv_s_per_token"]
             flops_s = np.where(decode_row, c["attn_absorbed_s"], c["attn_expanded_s"])
@@ -163,7 +162,7 @@ class MoERooflineModel:
             attention = (c["full_layers"] * np.maximum(kv_full, math_full)
                          + c["sliding_layers"] * np.maximum(kv_slide, math_slide)) / micro / dp
             exchange = tokens * c["reduce_s_per_token"] + c["reduce_fixed_s"] + c["moe_layers"] * a2a_s
-            head = np.maximum(c["head_read_s"], seqs / dp * c["head_s_per_row"]) if c["head_read_s"] else 0.0
+            head = self._head_s(c, seqs / dp) if c["head_read_s"] else 0.0
             for name, value in (("linear", linear), ("experts", experts), ("attention", attention),
                                 ("exchange", exchange), ("lm_head", head)):  # fmt: skip
                 parts[name] = parts[name] + value
@@ -177,6 +176,21 @@ class MoERooflineModel:
         out.update({k: np.where(any_work, v, 0.0) for k, v in parts.items()})
         out["micro_batches"] = micro.astype(np.float64)
         return out
+
+    # --- the parts a measured-table model replaces (simulator/execution/kernels/moe_step_model.py) ---
+    @staticmethod
+    def _linear_s(c: dict, tokens_per_group: np.ndarray) -> np.ndarray:
+        """One micro-batch's dense weights of a stage: read once, or their FLOPs at the group's tokens."""
+        return np.maximum(c["dense_read_s"], tokens_per_group * c["dense_s_per_token"])
+
+    @staticmethod
+    def _expert_layer_s(c: dict, busiest: np.ndarray, distinct) -> np.ndarray:
+        """One MoE layer's routed experts on the busiest rank."""
+        return np.maximum(distinct * c["expert_read_s"], busiest * c["expert_s_per_token"])
+
+    @staticmethod
+    def _head_s(c: dict, seqs_per_group: np.ndarray) -> np.ndarray:
+        return np.maximum(c["head_read_s"], seqs_per_group * c["head_s_per_row"])
 
     @staticmethod
     def _total(terms: dict[str, np.ndarray]) -> np.ndarray:

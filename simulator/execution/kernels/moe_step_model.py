@@ -1,0 +1,229 @@
+"""Step times of a mixture of experts from measured tables, on the layout of the MoE roofline.
+
+The step is composed as in simulator/execution/moe_roofline.py (per pipeline stage, per
+micro-batch, data-parallel attention groups, the busiest expert-parallel rank setting the pace);
+three of its parts come from a kernel-table file instead of the specs:
+
+    MoE layers   the measured MoE table of the deployment's expert layout (moe_tp x ep) and expert
+                 dtype, at the tokens entering the layer (simulator/execution/kernels/moe.py)
+    dense GEMMs  attention projections (GQA qkv/o; MLA fused q_a+kv_a, q_b, kv_b, o), dense MLPs
+                 and shared experts at M = one attention group's tokens, the LM head at M = its
+                 rows, from the file's GEMM table of the weight dtype; the 16-bit routers and
+                 norms are still read at the roofline's bandwidth
+    the rest     attention, the exchange (all-reduces, all-to-all), pipeline sends and the host
+                 overhead stay the roofline's
+
+Provenance counts the table-priced parts: a step is measured-range when every one of them lies
+inside its measured range, extrapolated when one is past it, roofline when one had no table (no
+measured layout or dtype). Attention and the exchange are roofline by design and not counted;
+`describe()` lists which part came from where.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from simulator.execution.kernels.gemm import GemmCurves, SpeedOfLight
+from simulator.execution.kernels.interpolate import Provenance
+from simulator.execution.kernels.moe import TABLE_EXPERT_DTYPE, find_curve
+from simulator.execution.kernels.op_table import KernelTables
+from simulator.execution.kernels.shapes import Gemm
+from simulator.execution.kernels.step_model import TABLE_DTYPE
+from simulator.execution.moe_roofline import (
+    DEFAULT_EFFICIENCY,
+    DEFAULT_OVERHEAD,
+    PLAIN,
+    MoERooflineModel,
+    distinct_experts,
+)
+from simulator.spec import HardwareSpec, ModelSpec, compute_dtype_for, dtype_bytes
+from simulator.spec.parallel import Parallelism
+from simulator.spec.rank_memory import all_stages, kv_heads_per_rank, stage_weights
+
+
+def attention_gemms(model: ModelSpec, tp: int) -> tuple[Gemm, ...]:
+    """One layer's attention projections on one of `tp` ranks (vLLM's sharding)."""
+    h, heads = model.hidden_size, model.num_heads // tp
+    if model.uses_mla:
+        rope, latent = model.qk_rope_head_dim, model.kv_lora_rank
+        q_in = model.q_lora_rank or h
+        out = [Gemm("q_a_kv_a", (model.q_lora_rank or 0) + latent + rope, h)]  # replicated, fused
+        out += [Gemm("q_b", heads * (model.head_dim + rope), q_in),
+                Gemm("kv_b", heads * (model.head_dim + model.v_head_dim), latent),
+                Gemm("o", h, heads * model.v_head_dim)]  # fmt: skip
+        return tuple(out)
+    d, kv = model.head_dim, kv_heads_per_rank(model, tp)
+    return Gemm("qkv", (heads + 2 * kv) * d, h), Gemm("o", h, heads * d)
+
+
+def mlp_gemms(hidden: int, width: int, tp: int, name: str) -> tuple[Gemm, ...]:
+    """A gated MLP of `width` split over `tp` ranks (gate and up fused)."""
+    if width <= 0:
+        return ()
+    return Gemm(f"{name}_gate_up", 2 * width // tp, hidden), Gemm(f"{name}_down", hidden, width // tp)
+
+
+class MoEKernelTableModel(MoERooflineModel):
+    provenance = "kernel-tables"
+
+    def __init__(self, tables: KernelTables, model: ModelSpec, hardware: HardwareSpec, *,
+                 layout: Parallelism = PLAIN, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                 expert_dtype: str | None = None, micro_batches: int | None = None, routing_imbalance: float = 1.0,
+                 efficiency=DEFAULT_EFFICIENCY, overhead=DEFAULT_OVERHEAD, where: str = ""):  # fmt: skip
+        super().__init__(model, hardware, layout=layout, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                         expert_dtype=expert_dtype, micro_batches=micro_batches, routing_imbalance=routing_imbalance,
+                         efficiency=efficiency, overhead=overhead)  # fmt: skip
+        if not model.is_moe:
+            raise LookupError(f"{model.name} has no mixture of experts")
+        self.tables, self.where, self.notes = tables, where, []
+        want = TABLE_EXPERT_DTYPE.get(self.expert_dtype, "")
+        moe = tables.moe_for(want)
+        if not moe:
+            raise LookupError(f"no {self.expert_dtype} MoE table (the file holds {', '.join(tables.moe_dtypes) or 'none'})")
+        self.curve, why = find_curve(moe, model.hidden_size, model.moe_intermediate_size, model.num_experts_per_token,
+                                     model.num_experts, layout.moe_tp, layout.ep)  # fmt: skip
+        if self.curve is None:
+            self.notes.append(f"{why}: MoE layers from the roofline")
+        # Balanced routing measures the mean rank; the busiest receives `imbalance` x its share.
+        self._table_scale = self._rank_imbalance if self.curve is not None and self.curve.balanced else 1.0
+        self._moe_code = Provenance.ROOFLINE if self.curve is None else Provenance.MEASURED
+        self.gemm: GemmCurves | None = None
+        gemm_table = tables.gemm_for(TABLE_DTYPE.get(weight_dtype, ""))
+        if gemm_table is None:
+            self.notes.append(f"no {weight_dtype} GEMM table (the file holds {', '.join(tables.gemm_dtypes) or 'none'})"
+                              ": dense layers from the roofline")
+        else:
+            self.gemm = GemmCurves(gemm_table)
+            self._sol = SpeedOfLight(hardware.memory_bandwidth, hardware.peak_flops(compute_dtype_for(weight_dtype)),
+                                     dtype_bytes(weight_dtype))
+            self._gemm_stage_setup()
+        self._dense_code = Provenance.ROOFLINE if self.gemm is None else Provenance.MEASURED
+
+    # --- construction ------------------------------------------------------------------------
+    def _gemm_stage_setup(self) -> None:
+        m, lay, tp = self.model, self.layout, self.layout.tp
+        attention = attention_gemms(m, tp)
+        dense = mlp_gemms(m.hidden_size, m.intermediate_size, tp, "mlp")
+        shared = mlp_gemms(m.hidden_size, m.shared_expert_intermediate_size, tp, "shared")
+        head = Gemm("lm_head", -(-m.vocab_size // tp), m.hidden_size)
+        for c, stage in zip(self._stages, all_stages(m, lay)):
+            w = stage_weights(m, lay, stage)
+            gathered = (m.embedding_params + m.encoder_params) / tp if stage.first else 0.0
+            gathered += m.lm_head_params / tp if (stage.last and m.tie_embeddings and not stage.first) else 0.0
+            c["gemms"] = [(stage.layers, g) for g in attention] + [(stage.dense, g) for g in dense]
+            c["gemms"] += [(stage.moe, g) for g in shared]
+            c["gemms"] = [(n, g) for n, g in c["gemms"] if n]
+            c["high_read_s"] = (w.high - gathered) * 2.0 / self._bw
+            c["head_gemm"] = head if stage.last else None
+            c["dense_grid"] = c["head_grid"] = None
+
+    def _grid(self, c: dict, key: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds and codes of a stage's dense GEMMs (key dense_grid) or its LM head (head_grid) at
+        M = 0, 1, ..., size or more, tabulated once and extended by doubling."""
+        have = c[key]
+        if have is not None and len(have[0]) > size:
+            return have
+        n = max(size + 1, 2 * (len(have[0]) if have is not None else 0), 1025)
+        grid = np.arange(1, n, dtype=np.float64)
+        total, code = np.zeros_like(grid), np.zeros(grid.shape, np.int8)
+        shapes = c["gemms"] if key == "dense_grid" else [(1, c["head_gemm"])]
+        for count, g in shapes:
+            t, k = self.gemm.times(g.n, g.k, grid, self._sol)
+            total, code = total + count * t, np.maximum(code, k)
+        c[key] = (np.concatenate([[0.0], total]), np.concatenate([[0], code]).astype(np.int8))
+        return c[key]
+
+    def _lookup(self, c: dict, key: str, m: np.ndarray) -> np.ndarray:
+        m = np.asarray(m, dtype=np.float64)
+        seconds, _ = self._grid(c, key, int(np.ceil(m.max())) if m.size else 1)
+        return np.interp(m, np.arange(len(seconds), dtype=np.float64), seconds)
+
+    # --- the parts priced from the tables ----------------------------------------------------
+    def _linear_s(self, c: dict, tokens_per_group: np.ndarray) -> np.ndarray:
+        if self.gemm is None:
+            return MoERooflineModel._linear_s(c, tokens_per_group)
+        return self._lookup(c, "dense_grid", tokens_per_group) + c["high_read_s"]
+
+    def _head_s(self, c: dict, seqs_per_group: np.ndarray) -> np.ndarray:
+        if self.gemm is None:
+            return MoERooflineModel._head_s(c, seqs_per_group)
+        return self._lookup(c, "head_grid", seqs_per_group)
+
+    def _roofline_layer(self, c: dict):
+        m, ep = self.model, self.layout.ep
+
+        def layer(tokens):
+            distinct = distinct_experts(tokens, m.num_experts, m.num_experts_per_token) / ep
+            return MoERooflineModel._expert_layer_s(c, tokens, distinct)
+
+        return layer
+
+    def _expert_layer_s(self, c: dict, busiest: np.ndarray, distinct) -> np.ndarray:
+        if self.curve is None:
+            return MoERooflineModel._expert_layer_s(c, busiest, distinct)
+        # busiest = tokens x rank imbalance; the table reads tokens x the imbalance it lacks
+        tokens = busiest / self._rank_imbalance * self._table_scale
+        return self.curve.seconds_at(tokens, self._roofline_layer(c))[0]
+
+    # --- provenance --------------------------------------------------------------------------
+    def _step_code(self, new: np.ndarray) -> Provenance:
+        """Provenance of the table-priced parts of one step (rows of `new`)."""
+        new = np.asarray(new, dtype=np.float64)
+        rows = int((new > 0).sum())
+        if rows == 0:
+            return Provenance.MEASURED
+        micro = max(min(self.micro_batches, rows), 1)
+        tokens = float(new.sum()) / micro
+        code = max(self._moe_code, self._dense_code)
+        if self.curve is not None and tokens * self._table_scale > self.curve.tokens[-1]:
+            code = max(code, Provenance.EXTRAPOLATED)
+        if self.gemm is not None:
+            dp = self.layout.dp
+            for c in self._stages:
+                dense = self._grid(c, "dense_grid", int(np.ceil(tokens / dp)))[1]
+                code = max(code, int(dense[int(np.ceil(tokens / dp))]))
+                if c["head_gemm"] is not None:
+                    head = self._grid(c, "head_grid", int(np.ceil(rows / micro / dp)))[1]
+                    code = max(code, int(head[int(np.ceil(rows / micro / dp))]))
+        return Provenance(code)
+
+    def run_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> tuple[Counter, bool]:
+        """Provenance labels of `num_steps` steps (a decode run keeps its rows, so its token count
+        and with it every table-priced part's provenance stay those of its first step)."""
+        code = self._step_code(np.atleast_1d(new_tokens))
+        return Counter({code.label: num_steps}), code is Provenance.EXTRAPOLATED
+
+    def step_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> Counter:
+        return self.run_sources(new_tokens, cached_tokens, num_steps)[0]
+
+    def is_extrapolated(self, new_tokens, cached_tokens) -> bool:
+        return self.run_sources(new_tokens, cached_tokens)[1]
+
+    # --- reporting ---------------------------------------------------------------------------
+    def describe(self) -> dict:
+        out = super().describe()
+        src = self.tables.source
+        table_parts = []
+        if self.curve is not None:
+            table_parts.append("MoE layers")
+        if self.gemm is not None:
+            table_parts.append("dense GEMMs and LM head")
+        out.update({
+            "provenance": self.provenance,
+            "engine": self.tables.engine,
+            "engine_version": self.tables.engine_version,
+            "kernel_tables": self.where,
+            "source": {"package": src.package, "package_version": src.package_version, "licence": src.licence,
+                       "system": src.system, "backend": src.backend, "backend_version": src.backend_version},
+            "moe_table": self.curve.describe() if self.curve is not None else "roofline",
+            "gemm_kernel": self.gemm.table.kernel if self.gemm is not None else "roofline",
+            "from_tables": ", ".join(table_parts) or "nothing",
+            "from_roofline": "attention, exchange, pipeline sends, host overhead"
+                             + ("" if self.curve is not None else ", MoE layers")
+                             + ("" if self.gemm is not None else ", dense layers"),
+            "notes": list(self.notes),
+        })  # fmt: skip
+        out["sources"] = {**out["sources"], "moe": out["moe_table"]}
+        return out
