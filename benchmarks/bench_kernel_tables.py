@@ -1,6 +1,7 @@
 """Accuracy of the kernel-table step model, and its speed next to the roofline.
 
     .venv/bin/python benchmarks/bench_kernel_tables.py accuracy [--systems h100-sxm,a100-80gb] [--every 3]
+    .venv/bin/python benchmarks/bench_kernel_tables.py moe-accuracy [--systems h100-sxm,h200,b200] [--every 3]
     .venv/bin/python benchmarks/bench_kernel_tables.py steps
     .venv/bin/python benchmarks/bench_kernel_tables.py against-aiconfigurator
     .venv/bin/python benchmarks/bench_kernel_tables.py speed [--rounds 2]
@@ -10,6 +11,8 @@ the model uses, on aiconfigurator-core's full measured tables. Every k-th measur
 axis (an M of a GEMM, an N x K shape, a batch or a sequence length of an attention slice, a
 heads slice, a message size) is held out, predicted from the rest with the runtime's own code,
 and compared with its measurement; MAPE per kernel family and region.
+moe-accuracy (needs the extra): the same for the MoE layer, along its tokens axis, on every curve
+of aiconfigurator-core's vLLM MoE table (each shape x dtype x kernel x layout, balanced routing).
 against-aiconfigurator (needs the extra): the same steps' kernel sums next to aiconfigurator's
 own engine, which reads the same tables (differences are composition, not accuracy).
 steps: decode and prefill step times of Llama-3-70B TP4 on H100 and Llama-3-8B on A100 from the
@@ -220,6 +223,56 @@ def accuracy(systems: list[str], every: int) -> None:
     print(errors.table())
 
 
+# --- MoE layers -----------------------------------------------------------------------------
+TOKEN_REGIONS = [(1, 16, "tokens 1-16"), (17, 256, "tokens 17-256"), (257, 4096, "tokens 257-4096"),
+                 (4097, 1e9, "tokens >4096")]
+
+
+def moe_holdout(frame, errors: Errors, every: int, label: str) -> int:
+    """Hold out every k-th interior token count of each measured curve; predict it with the
+    runtime's MoE curve from the rest. Returns the number of curves."""
+    from simulator.execution.kernels.moe import MoECurve
+    from simulator.execution.kernels.op_table import MoELayout, MoETable, format_numbers
+
+    frame = frame[frame["distribution"] == "balanced"]
+    keys = ["moe_dtype", "kernel_source", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
+            "moe_ep_size"]
+    curves = 0
+    for key, group in frame.groupby(keys):
+        series = group.groupby("num_tokens")["latency"].min()
+        tokens, ms = series.index.to_numpy(dtype=float), series.to_numpy()
+        if len(tokens) < 4:
+            continue
+        held = np.array([i % every == 1 and 0 < i < len(tokens) - 1 for i in range(len(tokens))])
+        layout = MoELayout(tp=int(key[6]), ep=int(key[7]), us=format_numbers(ms[~held] * 1000, 12))
+        table = MoETable(dtype="x", hidden=int(key[2]), inter=int(key[3]), topk=int(key[4]), experts=int(key[5]),
+                         distribution="balanced", tokens=format_numbers(tokens[~held]), layouts=[layout])
+        predicted, _ = MoECurve(table, layout.tp, layout.ep).seconds_at(tokens[held])
+        for t, p, m in zip(tokens[held], predicted, ms[held] * 1e-3):
+            errors.add(label, region(t, TOKEN_REGIONS), p, m)
+        curves += 1
+    return curves
+
+
+def moe_accuracy(systems: list[str], every: int) -> None:
+    from calibration.fitting.aiconfigurator_source import open_system, read_table
+
+    errors = Errors()
+    catalog = {(7168, 2048, 8, 256), (4096, 1536, 8, 128), (2048, 768, 8, 128), (2880, 2880, 4, 32),
+               (2880, 2880, 4, 128), (4096, 14336, 2, 8), (5120, 8192, 1, 16)}  # llmsim's MoE models
+    for name in systems:
+        system, _ = open_system(name)
+        version = system.current_version("vllm")
+        folder, used = system.table_dir("moe", "vllm", version, "moe")
+        frame = read_table(folder, "moe")
+        shape = list(zip(frame["hidden_size"], frame["inter_size"], frame["topk"], frame["num_experts"]))
+        mine = np.array([s in catalog for s in shape])
+        n_all = moe_holdout(frame, errors, every, "MoE layer, along tokens (all shapes)")
+        n_mine = moe_holdout(frame[mine], errors, every, "MoE layer, along tokens (catalog shapes)")
+        print(f"{name} (vllm {used}): {n_all} curves, {n_mine} of the catalog's shapes", flush=True)
+    print(errors.table())
+
+
 # --- step times -----------------------------------------------------------------------------
 def steps() -> None:
     from simulator.execution import RooflineModel
@@ -319,6 +372,9 @@ def main() -> None:
     p = sub.add_parser("accuracy")
     p.add_argument("--systems", default="h100-sxm,a100-80gb")
     p.add_argument("--every", type=int, default=3, help="hold out every k-th point of an axis (default 3)")
+    p = sub.add_parser("moe-accuracy")
+    p.add_argument("--systems", default="h100-sxm,h200,b200")
+    p.add_argument("--every", type=int, default=3, help="hold out every k-th token count (default 3)")
     sub.add_parser("steps")
     sub.add_parser("against-aiconfigurator")
     p = sub.add_parser("speed")
@@ -326,6 +382,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "accuracy":
         accuracy(args.systems.split(","), args.every)
+    elif args.command == "moe-accuracy":
+        moe_accuracy(args.systems.split(","), args.every)
     elif args.command == "steps":
         steps()
     elif args.command == "against-aiconfigurator":
