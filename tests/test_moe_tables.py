@@ -308,9 +308,9 @@ def test_converter_writes_the_moe_slice_of_the_models_shape_and_names_its_source
     s = t.source
     assert (s.package, s.package_version, s.licence, s.system, s.backend, s.backend_version) == (
         "aiconfigurator-core", "0.12.0", "Apache-2.0", "h200_sxm", "vllm", "0.24.0")
-    assert s.files["moe"] == "data/h200_sxm/moe/vllm/0.24.0/moe_perf (cutlass; pertensor; triton; unquantized, version 0.24.0)"
+    assert s.files["moe"] == "data/h200_sxm/moe/vllm/0.24.0/moe_perf (cutlass; triton; unquantized, version 0.24.0)"
     assert t.context_attention is None and t.collectives is None and t.tensor_parallel == [1, 2, 4, 8]
-    assert [(x.dtype, x.source_dtype) for x in t.moe] == [("bf16", "bfloat16"), ("fp8", "fp8_block"), ("fp8", "fp8")]
+    assert [(x.dtype, x.source_dtype) for x in t.moe] == [("bf16", "bfloat16"), ("fp8", "fp8_block")]
     block = t.moe[1]
     assert (block.hidden, block.inter, block.topk, block.experts, block.distribution) == (2048, 768, 8, 128, "balanced")
     assert block.tokens == "1 8 64 512"
@@ -324,11 +324,23 @@ def test_converter_writes_the_moe_slice_of_the_models_shape_and_names_its_source
     assert "# MoE layers: data/h200_sxm/moe/vllm/0.24.0/moe_perf" in out.read_text()
     again = load_kernel_tables(out)
     assert again.model_dump() == t.model_dump()
-    # the fp8 deployment at 8-way tensor parallelism reads the per-tensor table, the only one measured there
-    m = MoEKernelTableModel(again, QWEN, H200, layout=Parallelism(tp=8), weight_dtype="fp8", kv_dtype="fp8")
-    assert m.curve.table.source_dtype == "fp8" and m.curve.kernel == "pertensor"
     m = MoEKernelTableModel(again, QWEN, H200, layout=Parallelism(tp=1, dp=4, ep=4), weight_dtype="fp8")
     assert m.curve.table.source_dtype == "fp8_block" and m.curve.kernel == "cutlass"
+    # a layout only the per-tensor kernel measured is not read from it: the roofline prices it
+    m = MoEKernelTableModel(again, QWEN, H200, layout=Parallelism(tp=8), weight_dtype="fp8", kv_dtype="fp8")
+    assert m.curve is None and "no fp8 MoE measurement at moe_tp 8 x ep 1" in m.notes[0]
+
+
+def test_converter_takes_per_tensor_fp8_only_for_a_shape_without_block_scaled_measurements(tmp_path):
+    import pandas as pd
+
+    root = fixture_tree(tmp_path / "systems")
+    path = root / "data" / "h200_sxm" / "moe" / "vllm" / "0.24.0" / "moe_perf.csv"
+    frame = pd.read_csv(path)
+    frame[frame["moe_dtype"] != "fp8_block"].to_csv(path, index=False)
+    t = convert("h200", "vllm", "qwen3-30b-a3b", aiconfigurator_root=str(root))
+    fp8 = t.moe_for("fp8")
+    assert [(x.source_dtype, sorted((y.tp, y.ep) for y in x.layouts)) for x in fp8] == [("fp8", [(1, 1), (8, 1)])]
 
 
 def test_converter_refuses_bad_input(tmp_path):

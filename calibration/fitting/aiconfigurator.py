@@ -266,8 +266,11 @@ def _tables(system: AicSystem, hardware: str, backend: str, version: str, model,
 
 
 # --- mixtures of experts --------------------------------------------------------------------
-# llmsim expert dtype -> the package's MoE quantisation modes, in order of preference: DeepSeek-V3
-# and Qwen3's fp8 checkpoints are 128x128 block-scaled; per-tensor fp8 fills layouts it lacks.
+# llmsim expert dtype -> the package's MoE quantisation modes, in order of preference; the first one
+# measured at the model's shape is kept. DeepSeek-V3 and Qwen3's fp8 checkpoints are 128x128
+# block-scaled, and vLLM serves them with the block kernels; the per-tensor kernel (ModelOpt
+# checkpoints) measures several times slower at small batches, so it only stands in for a shape
+# without block-scaled measurements, never for a missing layout.
 MOE_DTYPES = {"bf16": ("bfloat16",), "fp8": ("fp8_block", "fp8"), "fp4": ("nvfp4",), "mxfp4": ("w4a16_mxfp4",)}
 MOE_SHAPE = ("hidden_size", "inter_size", "topk", "num_experts")
 
@@ -340,6 +343,7 @@ def _moe_tables(system: AicSystem, backend: str, version: str, model, gpus: int,
             table = moe_table_from_frame(frame, model, source_dtype, dtype, gpus)
             if table is not None:
                 out.append(table)
+                break
     if not out:
         raise ConfigError(
             f"aiconfigurator {system.name}/{backend} {used_version}: no MoE measurements of {model.name}'s shape "
