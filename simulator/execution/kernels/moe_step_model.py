@@ -141,31 +141,30 @@ class MoEKernelTableModel(MoERooflineModel):
         return np.interp(m, np.arange(len(seconds), dtype=np.float64), seconds)
 
     # --- the parts priced from the tables ----------------------------------------------------
-    def _linear_s(self, c: dict, tokens_per_group: np.ndarray) -> np.ndarray:
+    def _linear_s(self, c: dict, step: dict) -> np.ndarray:
         if self.gemm is None:
-            return MoERooflineModel._linear_s(c, tokens_per_group)
-        return self._lookup(c, "dense_grid", tokens_per_group) + c["high_read_s"]
+            return MoERooflineModel._linear_s(self, c, step)
+        return self._lookup(c, "dense_grid", step["tokens"] / self.layout.dp) + c["high_read_s"]
 
-    def _head_s(self, c: dict, seqs_per_group: np.ndarray) -> np.ndarray:
+    def _head_s(self, c: dict, step: dict) -> np.ndarray:
         if self.gemm is None:
-            return MoERooflineModel._head_s(c, seqs_per_group)
-        return self._lookup(c, "head_grid", seqs_per_group)
+            return MoERooflineModel._head_s(self, c, step)
+        return self._lookup(c, "head_grid", step["seqs"] / self.layout.dp)
 
     def _roofline_layer(self, c: dict):
         m, ep = self.model, self.layout.ep
 
         def layer(tokens):
             distinct = distinct_experts(tokens, m.num_experts, m.num_experts_per_token) / ep
-            return MoERooflineModel._expert_layer_s(c, tokens, distinct)
+            return MoERooflineModel._expert_layer_s(self, c, {"busiest": tokens, "distinct": distinct})
 
         return layer
 
-    def _expert_layer_s(self, c: dict, busiest: np.ndarray, distinct) -> np.ndarray:
+    def _expert_layer_s(self, c: dict, step: dict) -> np.ndarray:
         if self.curve is None:
-            return MoERooflineModel._expert_layer_s(c, busiest, distinct)
-        # busiest = tokens x rank imbalance; the table reads tokens x the imbalance it lacks
-        tokens = busiest / self._rank_imbalance * self._table_scale
-        return self.curve.seconds_at(tokens, self._roofline_layer(c))[0]
+            return MoERooflineModel._expert_layer_s(self, c, step)
+        # the table reads the stage's tokens times the imbalance it was not measured with
+        return self.curve.seconds_at(step["tokens"] * self._table_scale, self._roofline_layer(c))[0]
 
     # --- provenance --------------------------------------------------------------------------
     def _step_code(self, new: np.ndarray) -> Provenance:
