@@ -12,7 +12,8 @@ axis (an M of a GEMM, an N x K shape, a batch or a sequence length of an attenti
 heads slice, a message size) is held out, predicted from the rest with the runtime's own code,
 and compared with its measurement; MAPE per kernel family and region.
 moe-accuracy (needs the extra): the same for the MoE layer, along its tokens axis, on every curve
-of aiconfigurator-core's vLLM MoE table (each shape x dtype x kernel x layout, balanced routing).
+of aiconfigurator-core's vLLM MoE table (each shape x dtype x kernel x layout, balanced routing),
+and DeepSeek-V3's decode MLA module along batch and KV length.
 against-aiconfigurator (needs the extra): the same steps' kernel sums next to aiconfigurator's
 own engine, which reads the same tables (differences are composition, not accuracy).
 steps: decode and prefill step times of Llama-3-70B TP4 on H100 and Llama-3-8B on A100 from the
@@ -131,8 +132,9 @@ def _drop(table, s, axis: str, index: int):
     return t, s.model_copy(update={"us": format_numbers(grid.ravel() * 1e6)})
 
 
-def attention_holdout(table, phase: str, errors: Errors, every: int) -> None:
+def attention_holdout(table, phase: str, errors: Errors, every: int, label: str = "") -> None:
     growth = 1.0 if phase == "decode" else 2.0
+    label = label or f"{phase} attention"
     for s in table.slices:
         batch, seq, grid = _measured_grid(table, s)
         for j in range(1, len(seq) - 1):  # hold out a sequence length
@@ -142,7 +144,7 @@ def attention_holdout(table, phase: str, errors: Errors, every: int) -> None:
             for i, b in enumerate(batch):
                 if np.isfinite(grid[i, j]) and np.isfinite(grid[i, j + 1]):
                     p = _predict(t, reduced, growth, b, np.array([seq[j]]))[0]
-                    errors.add(f"{phase} attention, along seq", region(seq[j], SEQ_REGIONS), p, grid[i, j])
+                    errors.add(f"{label}, along seq", region(seq[j], SEQ_REGIONS), p, grid[i, j])
         for i in range(1, len(batch) - 1):  # hold out a batch size
             if i % every != 1:
                 continue
@@ -151,7 +153,7 @@ def attention_holdout(table, phase: str, errors: Errors, every: int) -> None:
             if ok.any():
                 p = _predict(t, reduced, growth, batch[i], seq[ok])
                 for sv, pv, mv in zip(seq[ok], p, grid[i][ok]):
-                    errors.add(f"{phase} attention, along batch", region(sv, SEQ_REGIONS), pv, mv)
+                    errors.add(f"{label}, along batch", region(sv, SEQ_REGIONS), pv, mv)
 
 
 def heads_holdout(table, phase: str, errors: Errors) -> None:
@@ -255,7 +257,9 @@ def moe_holdout(frame, errors: Errors, every: int, label: str) -> int:
 
 
 def moe_accuracy(systems: list[str], every: int) -> None:
+    from calibration.fitting.aiconfigurator import mla_tables_from_frame
     from calibration.fitting.aiconfigurator_source import open_system, read_table
+    from simulator.spec import get_model
 
     errors = Errors()
     catalog = {(7168, 2048, 8, 256), (4096, 1536, 8, 128), (2048, 768, 8, 128), (2880, 2880, 4, 32),
@@ -270,6 +274,12 @@ def moe_accuracy(systems: list[str], every: int) -> None:
         n_all = moe_holdout(frame, errors, every, "MoE layer, along tokens (all shapes)")
         n_mine = moe_holdout(frame[mine], errors, every, "MoE layer, along tokens (catalog shapes)")
         print(f"{name} (vllm {used}): {n_all} curves, {n_mine} of the catalog's shapes", flush=True)
+        found = system.table_dir("mla", "vllm", version, "mla_generation_module")
+        if found is not None:  # DeepSeek-V3's decode MLA module, read like decode attention
+            mla = mla_tables_from_frame(read_table(found[0], "mla_generation_module"), get_model("deepseek-v3"),
+                                        [1, 2, 4, 8], [])
+            for t in mla:
+                attention_holdout(t.table, "decode", errors, every, label=f"MLA decode module, {t.gemm_dtype} GEMMs")
     print(errors.table())
 
 

@@ -205,7 +205,7 @@ def test_the_shipped_file_is_picked_by_default_and_named_in_the_source_line():
                         "deployment": {"data_parallel_attention": 8, "expert_parallel": 8, "weight_dtype": "fp8",
                                        "kv_dtype": "fp8"}})
     ex = execution_model(s)
-    assert isinstance(ex, MoEKernelTableModel) and ex.curve is not None
+    assert isinstance(ex, MoEKernelTableModel) and ex.curve is not None and ex.mla is not None
     line = source_of(ex.describe())
     assert line.startswith("measured kernel tables of vllm 0.24.0 from aiconfigurator-core 0.12.0 "
                            "(calibration/kernel_tables/vllm-0.24.0/h200/deepseek-v3.yaml) for MoE layers")
@@ -363,4 +363,112 @@ def test_the_real_converter_reproduces_the_shipped_moe_tables():
     path, _ = find_tables("vllm", None, "h200", "deepseek-v3")
     shipped = load_kernel_tables(path)
     fresh = convert("h200", "vllm", "deepseek-v3")
-    assert fresh.moe == shipped.moe and fresh.gemm == shipped.gemm
+    assert fresh.moe == shipped.moe and fresh.gemm == shipped.gemm and fresh.mla == shipped.mla
+
+
+# --- MLA decode layers from the module table -------------------------------------------------------------
+
+V3 = get_model("deepseek-v3")
+MLA_BATCH, MLA_LEN = np.array([1.0, 8.0, 64.0]), np.array([2.0, 1024.0, 16384.0])
+
+
+def mla_us(b, length):
+    return 40.0 + 0.002 * b * length  # a floor plus the latent read: affine in L, as decode is read
+
+
+def mla_tables(with_mla=True, heads=16):
+    from calibration.fitting.aiconfigurator import moe_model_gemms
+    from simulator.execution.kernels.op_table import AttentionSlice, AttentionTable, MLAModuleTable
+
+    gemms = {(g.n, g.k) for g in moe_model_gemms(V3, [8])}
+    gemm = GemmTable(dtype="fp8", kernel="hand", m=format_numbers(GEMM_M), n_max=max(n for n, _ in gemms),
+                     k_max=max(k for _, k in gemms),
+                     sites=[GemmSite(n=n, k=k, us=format_numbers(1e-7 * n * k * np.sqrt(GEMM_M), 12)) for n, k in gemms])
+    moe = MoETable(dtype="fp8", hidden=7168, inter=2048, topk=8, experts=256, distribution="balanced",
+                   tokens=format_numbers(TOKENS), layouts=[MoELayout(tp=8, ep=1, us=format_numbers(layer_us(TOKENS)))])
+    grid = np.array([[mla_us(b, s) for s in MLA_LEN] for b in MLA_BATCH])
+    table = AttentionTable(batch=format_numbers(MLA_BATCH), seq=format_numbers(MLA_LEN), slices=[
+        AttentionSlice(heads=heads, kv_heads=1, head_dim=576, kv_dtype="fp8", kernel="hand",
+                       us=format_numbers(grid.ravel(), 12))])
+    return tables(moe=[moe], gemm=[gemm]).model_copy(update={
+        "model": "deepseek-v3", "mla": [MLAModuleTable(gemm_dtype="fp8", table=table)] if with_mla else []})
+
+
+def v3_model(t, layout=None):
+    return MoEKernelTableModel(t, V3, H200, layout=layout or Parallelism(tp=8), weight_dtype="fp8", kv_dtype="fp8",
+                               where="hand.yaml")
+
+
+def test_mla_decode_rows_are_priced_by_the_module_and_leave_their_projections_to_it():
+    with_mla, without = v3_model(mla_tables()), v3_model(mla_tables(with_mla=False))
+    assert with_mla.mla is not None and without.mla is None
+    cached = np.array([100, 700, 3000, 20, 5000, 64, 900, 1])
+    new = np.ones(8, dtype=int)
+    a, b = with_mla.roofline_breakdown(new, cached), without.roofline_breakdown(new, cached)
+    per_row_us = (40.0 / 8 + 0.002 * (cached + 1)).sum()  # T(8, L) / 8 per row, 61 layers
+    assert a["attention"] == pytest.approx(61 * per_row_us * 1e-6, rel=1e-9)
+    projections = without._lookup(without._stages[0], "attn_grid", np.array(8.0))
+    assert b["linear"] - a["linear"] == pytest.approx(float(projections), rel=1e-9)
+    assert "MLA decode layers" in source_of(with_mla.describe())
+    # a prefill row keeps the roofline's attention and pays its projections in the GEMM part
+    mixed_new, mixed_cached = np.array([1, 1, 300]), np.array([100, 200, 0])
+    m = with_mla.roofline_breakdown(mixed_new, mixed_cached)
+    r = without.roofline_breakdown(mixed_new, mixed_cached)
+    assert m["attention"] > 0 and m["linear"] < r["linear"]
+
+
+def test_mla_decode_runs_are_a_grid_and_count_the_steps_past_the_measured_lengths():
+    m = v3_model(mla_tables())
+    cached = np.array([10, 500, 33, 2000, 7, 80, 16000, 300])
+    grid = m.decode_run_times(cached, 50)
+    single = [m.step_time(np.ones(8, dtype=int), cached + i) for i in range(50)]
+    np.testing.assert_allclose(grid, single, rtol=1e-12)
+    # the longest row reaches 16,384 (the last measured length) after 384 steps
+    counts = m.step_sources(np.ones(8, dtype=int), cached, 500)
+    assert counts == {"measured-range": 384, "extrapolated": 116}
+
+
+def test_mla_heads_the_table_lacks_fall_back_to_the_roofline_attention():
+    m = v3_model(mla_tables(heads=32))  # tp 8 holds 16 heads; 32 alone cannot price them
+    assert m.mla is None and "MLA decode: no slice for 16 heads" in m.notes[0]
+    assert "prefill attention" not in source_of(m.describe())
+
+
+def add_deepseek(root):
+    """DeepSeek-V3's MoE shape and MLA decode modules in the hand-made folder."""
+    import pandas as pd
+
+    data = root / "data" / "h200_sxm"
+    path = data / "moe" / "vllm" / "0.24.0" / "moe_perf.csv"
+    frame = pd.read_csv(path)
+    extra = frame[frame["moe_dtype"] == "fp8_block"].assign(hidden_size=7168, inter_size=2048, num_experts=256)
+    pd.concat([frame, extra]).to_csv(path, index=False)
+    common = {"framework": "VLLM", "version": "0.24.0", "device": "NVIDIA H200", "op_name": "mla_generation_module",
+              "architecture": "DeepseekV3ForCausalLM", "mla_dtype": "bfloat16", "tp_size": 1, "isl": 1}
+    rows = [{**common, "kernel_source": kernel, "model": model, "kv_cache_dtype": kv, "gemm_type": gemm,
+             "num_heads": h, "batch_size": b, "step": s, "latency": 1e-3 * mla_us(b, s + 1)}
+            for model in ("deepseek-ai/DeepSeek-V3", "someone/Other")
+            for kernel, kv in (("FLASHMLA", "fp8"), ("FLASH_ATTN_MLA", "bfloat16"))
+            for gemm in ("bfloat16", "fp8_block") for h in (1, 16, 32, 64, 128) for b in (1, 8) for s in (1, 1023)]
+    folder = data / "mla" / "vllm" / "0.24.0"
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "mla_generation_module_perf.csv", index=False)
+    return root
+
+
+def test_converter_writes_the_mla_decode_modules_of_the_models_heads(tmp_path):
+    root = add_deepseek(fixture_tree(tmp_path / "systems"))
+    t = convert("h200", "vllm", "deepseek-v3", aiconfigurator_root=str(root))
+    assert [(x.gemm_dtype, x.source_gemm_dtype) for x in t.mla] == [("bf16", "bfloat16"), ("fp8", "fp8_block")]
+    table = t.mla_for("fp8").table
+    assert table.seq == "2 1024" and table.batch == "1 8"  # KV length = isl + step
+    assert {(x.heads, x.kv_heads, x.head_dim, x.kv_dtype, x.kernel) for x in table.slices} == {
+        (h, 1, 576, kv, k) for h in (128, 64, 32, 16) for kv, k in (("fp8", "FLASHMLA"), ("bf16", "FLASH_ATTN_MLA"))}
+    assert "FLASHMLA; FLASH_ATTN_MLA" in t.source.files["mla_generation_module"]
+    out = write(t, tmp_path / "v3.yaml")
+    assert "# MLA decode layers: data/h200_sxm/mla/vllm/0.24.0/mla_generation_module_perf" in out.read_text()
+    assert load_kernel_tables(out).model_dump() == t.model_dump()
+    m = MoEKernelTableModel(load_kernel_tables(out), V3, H200, layout=Parallelism(tp=1, dp=8, ep=8),
+                            weight_dtype="fp8", kv_dtype="fp8")
+    # the folder has no fp8 GEMMs, so the module (which holds the projections) is not used alone
+    assert m.mla is None and "MLA module table unused without a GEMM table" in m.notes[-1]

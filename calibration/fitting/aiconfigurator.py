@@ -43,6 +43,7 @@ from simulator.execution.kernels.op_table import (
     GemmSite,
     GemmTable,
     KernelTables,
+    MLAModuleTable,
     MoELayout,
     MoETable,
     Source,
@@ -232,7 +233,9 @@ def convert(system_name: str, backend: str, model_name: str, version: str | None
         tps = moe_attention_tps(model, gpus)
         gemm = _gemm_tables(system, backend, version, moe_model_gemms(model, tps), files)
         moe = _moe_tables(system, backend, version, model, gpus, files, notes)
-        return _tables(system, hardware, backend, version, model, tps, files, notes, command, gemm=gemm, moe=moe)
+        mla = _mla_tables(system, backend, version, model, tps, files, notes) if model.uses_mla else []
+        return _tables(system, hardware, backend, version, model, tps, files, notes, command, gemm=gemm, moe=moe,
+                       mla=mla)
     tps = [tp for tp in valid_tp_degrees(model) if tp <= gpus]
     shapes_by_tp = {tp: rank_shapes(model, tp) for tp in tps}
     gemm = _gemm_tables(system, backend, version, [g for shapes in shapes_by_tp.values()
@@ -357,6 +360,66 @@ def _moe_tables(system: AicSystem, backend: str, version: str, model, gpus: int,
     return out
 
 
+
+# --- multi-head latent attention ------------------------------------------------------------
+# The package's MLA module tables name the model they were measured with; the catalog shapes
+# they stand for (hidden, heads, q_lora, kv_lora, rope, nope, v).
+MLA_SHAPES = {"deepseek-ai/DeepSeek-V3": (7168, 128, 1536, 512, 64, 128, 128)}
+MLA_GEMM_DTYPES = {"bfloat16": "bf16", "fp8_block": "fp8"}
+
+
+def mla_shape(model) -> tuple:
+    return (model.hidden_size, model.num_heads, model.q_lora_rank, model.kv_lora_rank, model.qk_rope_head_dim,
+            model.head_dim, model.v_head_dim)
+
+
+def mla_tables_from_frame(frame, model, tps: list[int], notes: list) -> list[MLAModuleTable]:
+    """Decode MLA modules measured at the model's shape: per projection dtype, each KV dtype's
+    densest kernel, the slices of the heads one rank holds at each tp; seq = KV length."""
+    names = [name for name, shape in MLA_SHAPES.items() if shape == mla_shape(model)]
+    rows = frame[frame["model"].isin(names) & (frame["mla_dtype"] == "bfloat16")]
+    if rows.empty:
+        notes.append(f"no MLA module measured at {model.name}'s shape: its attention from the roofline")
+        return []
+    rows = rows.assign(seq=rows["isl"] + rows["step"])
+    head_dim = model.kv_lora_rank + model.qk_rope_head_dim
+    wanted = sorted({model.num_heads // tp for tp in tps})
+    out = []
+    for source_gemm, gemm_dtype in MLA_GEMM_DTYPES.items():
+        kept = []
+        for source_kv, kv_dtype in KV_DTYPES.items():
+            part = rows[(rows["gemm_type"] == source_gemm) & (rows["kv_cache_dtype"] == source_kv)]
+            if part.empty:
+                continue
+            kernel = _densest(part)
+            for heads, group in part[part["kernel_source"] == kernel].groupby("num_heads"):
+                if int(heads) in wanted:
+                    kept.append((AttentionSlice(heads=int(heads), kv_heads=1, head_dim=head_dim, kv_dtype=kv_dtype,
+                                                kernel=kernel, us=""), group))
+        if kept:
+            out.append(MLAModuleTable(gemm_dtype=gemm_dtype, source_gemm_dtype=source_gemm, table=attention_table(kept)))
+    return out
+
+
+def _mla_tables(system: AicSystem, backend: str, version: str, model, tps: list[int], files: dict,
+                notes: list) -> list[MLAModuleTable]:
+    found = system.table_dir("mla", backend, version, "mla_generation_module")
+    if found is None:
+        notes.append(f"no {backend} MLA module table: MLA attention from the roofline")
+        return []
+    folder, used_version = found
+    frame = read_table(folder, "mla_generation_module")
+    missing = [c for c in ("model", "mla_dtype", "gemm_type", "kv_cache_dtype", "kernel_source", "num_heads",
+                           "batch_size", "isl", "step", "latency") if c not in frame]  # fmt: skip
+    if missing:
+        raise ConfigError(f"{folder}/mla_generation_module_perf: missing column(s) {', '.join(missing)}")
+    out = mla_tables_from_frame(frame, model, tps, notes)
+    if out:
+        kernels = sorted({x.kernel for t in out for x in t.table.slices})
+        files["mla_generation_module"] = (f"{relative(folder, system.root)}/mla_generation_module_perf "
+                                          f"({'; '.join(kernels)}, version {used_version})")
+    return out
+
 def _header(tables: KernelTables) -> str:
     s = tables.source
     return (
@@ -365,6 +428,7 @@ def _header(tables: KernelTables) -> str:
         "# Times in microseconds; axes and tables are space-separated numbers (nan: not measured).\n"
         "# Format: simulator/execution/kernels/op_table.py; how a step is priced: docs/kernel_tables.md.\n"
         + (f"# MoE layers: {s.files['moe']}.\n" if "moe" in s.files else "")
+        + (f"# MLA decode layers: {s.files['mla_generation_module']}.\n" if "mla_generation_module" in s.files else "")
     )
 
 

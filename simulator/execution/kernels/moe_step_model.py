@@ -10,8 +10,12 @@ three of its parts come from a kernel-table file instead of the specs:
                  and shared experts at M = one attention group's tokens, the LM head at M = its
                  rows, from the file's GEMM table of the weight dtype; the 16-bit routers and
                  norms are still read at the roofline's bandwidth
-    the rest     attention, the exchange (all-reduces, all-to-all), pipeline sends and the host
-                 overhead stay the roofline's
+    MLA decode   a latent-attention model's decode rows from the file's MLA module table (the
+                 layer's projections and attention measured together, by batch and KV length):
+                 each decode row pays T(B, L_row) / B with B the group's decode rows, and its
+                 projections leave the GEMM part (the other rows' still pay them there)
+    the rest     other attention, the exchange (all-reduces, all-to-all), pipeline sends and the
+                 host overhead stay the roofline's
 
 Provenance counts the table-priced parts: a step is measured-range when every one of them lies
 inside its measured range, extrapolated when one is past it, roofline when one had no table (no
@@ -25,6 +29,7 @@ from collections import Counter
 
 import numpy as np
 
+from simulator.execution.kernels.attention import DecodeAttention, SlicePricer
 from simulator.execution.kernels.gemm import GemmCurves, SpeedOfLight
 from simulator.execution.kernels.interpolate import Provenance
 from simulator.execution.kernels.moe import TABLE_EXPERT_DTYPE, find_curve
@@ -100,6 +105,27 @@ class MoEKernelTableModel(MoERooflineModel):
                                      dtype_bytes(weight_dtype))
             self._gemm_stage_setup()
         self._dense_code = Provenance.ROOFLINE if self.gemm is None else Provenance.MEASURED
+        self.mla = self._mla_module(tables)
+
+    def _mla_module(self, tables: KernelTables) -> DecodeAttention | None:
+        """The decode pricer of the MLA module table for this deployment, or None (noted)."""
+        m = self.model
+        if not m.uses_mla or not tables.mla:
+            return None
+        if self.gemm is None:  # the module holds the projections the GEMM part would otherwise price
+            self.notes.append("MLA module table unused without a GEMM table: attention from the roofline")
+            return None
+        table = tables.mla_for(TABLE_DTYPE.get(self.weight_dtype, ""))
+        if table is None:
+            self.notes.append(f"no {self.weight_dtype} MLA module table: attention from the roofline")
+            return None
+        try:
+            return DecodeAttention(SlicePricer(table.table, m.num_heads // self.layout.tp, 1,
+                                               m.kv_lora_rank + m.qk_rope_head_dim,
+                                               TABLE_DTYPE.get(self.kv_dtype, ""), growth=1.0))  # fmt: skip
+        except LookupError as exc:
+            self.notes.append(f"MLA decode: {exc}; attention from the roofline")
+            return None
 
     # --- construction ------------------------------------------------------------------------
     def _gemm_stage_setup(self) -> None:
@@ -112,23 +138,23 @@ class MoEKernelTableModel(MoERooflineModel):
             w = stage_weights(m, lay, stage)
             gathered = (m.embedding_params + m.encoder_params) / tp if stage.first else 0.0
             gathered += m.lm_head_params / tp if (stage.last and m.tie_embeddings and not stage.first) else 0.0
-            c["gemms"] = [(stage.layers, g) for g in attention] + [(stage.dense, g) for g in dense]
-            c["gemms"] += [(stage.moe, g) for g in shared]
-            c["gemms"] = [(n, g) for n, g in c["gemms"] if n]
+            c["attn_gemms"] = [(stage.layers, g) for g in attention if stage.layers]
+            c["gemms"] = [(n, g) for n, g in [(stage.dense, g) for g in dense] + [(stage.moe, g) for g in shared] if n]
             c["high_read_s"] = (w.high - gathered) * 2.0 / self._bw
             c["head_gemm"] = head if stage.last else None
-            c["dense_grid"] = c["head_grid"] = None
+            c["dense_grid"] = c["attn_grid"] = c["head_grid"] = None
 
     def _grid(self, c: dict, key: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds and codes of a stage's dense GEMMs (key dense_grid) or its LM head (head_grid) at
-        M = 0, 1, ..., size or more, tabulated once and extended by doubling."""
+        """Seconds and codes of a stage's attention projections (key attn_grid), other dense GEMMs
+        (dense_grid) or LM head (head_grid) at M = 0, 1, ..., size or more, tabulated once and
+        extended by doubling."""
         have = c[key]
         if have is not None and len(have[0]) > size:
             return have
         n = max(size + 1, 2 * (len(have[0]) if have is not None else 0), 1025)
         grid = np.arange(1, n, dtype=np.float64)
         total, code = np.zeros_like(grid), np.zeros(grid.shape, np.int8)
-        shapes = c["gemms"] if key == "dense_grid" else [(1, c["head_gemm"])]
+        shapes = {"dense_grid": c["gemms"], "attn_grid": c["attn_gemms"], "head_grid": [(1, c["head_gemm"])]}[key]
         for count, g in shapes:
             t, k = self.gemm.times(g.n, g.k, grid, self._sol)
             total, code = total + count * t, np.maximum(code, k)
@@ -144,7 +170,40 @@ class MoEKernelTableModel(MoERooflineModel):
     def _linear_s(self, c: dict, step: dict) -> np.ndarray:
         if self.gemm is None:
             return MoERooflineModel._linear_s(self, c, step)
-        return self._lookup(c, "dense_grid", step["tokens"] / self.layout.dp) + c["high_read_s"]
+        dp = self.layout.dp
+        # an MLA module prices its decode rows' projections with their attention
+        projected = step["tokens"] - (self._decode_rows(step).sum(axis=-1) / step["micro"] if self.mla else 0.0)
+        return (self._lookup(c, "dense_grid", step["tokens"] / dp) + self._lookup(c, "attn_grid", projected / dp)
+                + c["high_read_s"])
+
+    @staticmethod
+    def _decode_rows(step: dict) -> np.ndarray:
+        return step["active"] & (step["new"] == 1)
+
+    def _attention_s(self, c: dict, step: dict, rows: np.ndarray) -> np.ndarray:
+        if self.mla is None:
+            return MoERooflineModel._attention_s(self, c, step, rows)
+        decode = rows & (step["new"] == 1)
+        others = MoERooflineModel._attention_s(self, c, step, rows & ~decode)
+        layers = c["full_layers"] + c["sliding_layers"]
+        if not layers:
+            return others
+        kv_len = step["cached"] + 1.0
+        counts = decode.sum(axis=-1)
+        micro = np.broadcast_to(step["micro"], counts.shape)
+        module = np.zeros(np.shape(counts))
+        for n, mb in {(int(a), int(b)) for a, b in zip(np.ravel(counts), np.ravel(micro))}:  # one in a decode run
+            if n == 0:
+                continue
+            a, b, _, _ = self.mla.segments(self._group_batch(n, mb))
+            seg = np.searchsorted(self.mla.knot_len, kv_len, side="right")
+            per_row = np.where(decode, a[seg] + b[seg] * kv_len, 0.0).sum(axis=-1)
+            module = np.where((counts == n) & (micro == mb), per_row, module)
+        return others + layers * module / np.maximum(step["micro"], 1) / self.layout.dp
+
+    def _group_batch(self, decode_rows: int, micro: int) -> int:
+        """Decode rows one attention group runs in one micro-batch: the module's batch."""
+        return max(1, round(decode_rows / (self.layout.dp * max(micro, 1))))
 
     def _head_s(self, c: dict, step: dict) -> np.ndarray:
         if self.gemm is None:
@@ -181,8 +240,9 @@ class MoEKernelTableModel(MoERooflineModel):
         if self.gemm is not None:
             dp = self.layout.dp
             for c in self._stages:
-                dense = self._grid(c, "dense_grid", int(np.ceil(tokens / dp)))[1]
-                code = max(code, int(dense[int(np.ceil(tokens / dp))]))
+                m = int(np.ceil(tokens / dp))
+                for key in ("dense_grid", "attn_grid"):
+                    code = max(code, int(self._grid(c, key, m)[1][m]))
                 if c["head_gemm"] is not None:
                     head = self._grid(c, "head_grid", int(np.ceil(rows / micro / dp)))[1]
                     code = max(code, int(head[int(np.ceil(rows / micro / dp))]))
@@ -190,9 +250,27 @@ class MoEKernelTableModel(MoERooflineModel):
 
     def run_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> tuple[Counter, bool]:
         """Provenance labels of `num_steps` steps (a decode run keeps its rows, so its token count
-        and with it every table-priced part's provenance stay those of its first step)."""
-        code = self._step_code(np.atleast_1d(new_tokens))
-        return Counter({code.label: num_steps}), code is Provenance.EXTRAPOLATED
+        and with it the MoE and GEMM parts' provenance stay those of its first step; an MLA
+        module's KV lengths grow one per step and may leave its measured range)."""
+        new = np.atleast_1d(new_tokens)
+        base = self._step_code(new)
+        decode = (new == 1)
+        if self.mla is None or not decode.any():
+            return Counter({base.label: num_steps}), base is Provenance.EXTRAPOLATED
+        kv = np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))[decode] + 1.0
+        rows = int((new > 0).sum())
+        batch = self._group_batch(int(decode.sum()), max(min(self.micro_batches, rows), 1))
+        _, _, until, code = self.mla.segments(batch)
+        first = Provenance(max(base, code))
+        reach = max(0, int(until - kv.max()) + 1) if kv.min() >= self.mla.knot_len[0] else 0
+        inside = min(num_steps, reach)
+        beyond = Provenance(max(first, Provenance.EXTRAPOLATED))
+        out = Counter()
+        if inside:
+            out[first.label] = inside
+        if num_steps > inside:
+            out[beyond.label] += num_steps - inside
+        return out, (first if reach else beyond) is Provenance.EXTRAPOLATED
 
     def step_sources(self, new_tokens, cached_tokens, num_steps: int = 1) -> Counter:
         return self.run_sources(new_tokens, cached_tokens, num_steps)[0]
@@ -209,6 +287,8 @@ class MoEKernelTableModel(MoERooflineModel):
             table_parts.append("MoE layers")
         if self.gemm is not None:
             table_parts.append("dense GEMMs and LM head")
+        if self.mla is not None:
+            table_parts.append("MLA decode layers")
         out.update({
             "provenance": self.provenance,
             "engine": self.tables.engine,
@@ -218,8 +298,11 @@ class MoEKernelTableModel(MoERooflineModel):
                        "system": src.system, "backend": src.backend, "backend_version": src.backend_version},
             "moe_table": self.curve.describe() if self.curve is not None else "roofline",
             "gemm_kernel": self.gemm.table.kernel if self.gemm is not None else "roofline",
+            "mla_module": (", ".join(f"{x.heads} heads {x.kv_dtype} ({x.kernel})" for x in self.mla.pricer.slices)
+                           if self.mla is not None else "roofline"),
             "from_tables": ", ".join(table_parts) or "nothing",
-            "from_roofline": "attention, exchange, pipeline sends, host overhead"
+            "from_roofline": ("prefill attention" if self.mla is not None else "attention")
+                             + ", exchange, pipeline sends, host overhead"
                              + ("" if self.curve is not None else ", MoE layers")
                              + ("" if self.gemm is not None else ", dense layers"),
             "notes": list(self.notes),

@@ -7,7 +7,8 @@ collectives (by bytes and ranks, per implementation) and the constants of the ba
 for element-wise kernels. A mixture-of-experts model's file adds its MoE layer (routed experts,
 routing to dispatch included) by tokens entering the layer, per expert layout (ranks each expert
 is split over x ranks the experts spread over) and expert dtype, with the routing the tokens were
-drawn from; every family is optional. A YAML header says where the numbers came from (package, version,
+drawn from, and a latent-attention model's its decode attention layer measured whole
+(projections and kernel) by batch and KV length; every family is optional. A YAML header says where the numbers came from (package, version,
 system, engine and its version, licence, date). Numbers are stored compactly: each axis and each
 table of times is one string of space-separated values (`nan` where nothing was measured), so a
 file stays small and loads fast.
@@ -168,6 +169,17 @@ class MoETable(_Strict):
         return value
 
 
+class MLAModuleTable(_Strict):
+    """A multi-head latent attention layer measured whole (its projections and the attention
+    kernel) on one rank: slices per query heads on the rank (KV heads 1, head dim = latent +
+    rotary width) and KV dtype, on the batch x KV-length grid."""
+
+    phase: Literal["generation"] = Field("generation", description="decode steps (the only phase read)")
+    gemm_dtype: str = Field(..., description="dtype of the module's projections: bf16 or fp8")
+    source_gemm_dtype: str = ""
+    table: AttentionTable
+
+
 class ElementwiseModel(_Strict):
     """Norms, rotary, activation, residual adds, KV writes, sampling: no measured table exists, so
     time = bytes / (bandwidth x efficiency) + floor per kernel."""
@@ -191,6 +203,7 @@ class KernelTables(_Strict):
     collectives: CollectiveTable | None = None
     elementwise: ElementwiseModel
     moe: list[MoETable] = Field(default_factory=list, description="MoE layers, in order of preference per dtype")
+    mla: list[MLAModuleTable] = Field(default_factory=list, description="latent-attention layers, measured whole")
 
     @field_validator("engine")
     @classmethod
@@ -213,6 +226,9 @@ class KernelTables(_Strict):
     def moe_dtypes(self) -> list[str]:
         return sorted({t.dtype for t in self.moe})
 
+    def mla_for(self, gemm_dtype: str) -> MLAModuleTable | None:
+        return next((t for t in self.mla if t.gemm_dtype == gemm_dtype), None)
+
     @property
     def kv_dtypes(self) -> list[str]:
         table = self.generation_attention
@@ -220,8 +236,9 @@ class KernelTables(_Strict):
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
-        if not data.get("moe"):
-            data.pop("moe", None)  # a dense model's file stays as it was
+        for family in ("moe", "mla"):
+            if not data.get(family):
+                data.pop(family, None)  # a dense model's file stays as it was
         return yaml.safe_dump(data, sort_keys=False, width=100000)
 
 
