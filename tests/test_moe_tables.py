@@ -274,8 +274,9 @@ def fixture_tree(root):
         "node: {num_gpus_per_node: 8}\n")
     data = root / "data" / "h200_sxm"
     common = {"framework": "VLLM", "version": "0.24.0", "device": "NVIDIA H200"}
-    gemm = [{**common, "op_name": "gemm", "kernel_source": "torch", "gemm_dtype": "bfloat16", "m": m, "n": n, "k": k,
-             "latency": 1e-3 * (m * n * k) ** 0.25}
+    gemm = [{**common, "op_name": "gemm", "kernel_source": kernel, "gemm_dtype": dtype, "m": m, "n": n, "k": k,
+             "latency": scale * 1e-3 * (m * n * k) ** 0.25}
+            for dtype, kernel, scale in (("bfloat16", "torch", 1.0), ("nvfp4", "cutedsl", 0.5))
             for m in (1, 64, 4096) for n in (1024, 4096, 16384, 65536, 262144) for k in (1024, 4096)]
     folder = data / "gemm" / "vllm" / "0.24.0"
     folder.mkdir(parents=True)
@@ -285,7 +286,8 @@ def fixture_tree(root):
                                    ("fp8_block", "triton", ((1, 1), (2, 1))),
                                    ("fp8_block", "slow", ((1, 1),)),
                                    ("fp8", "pertensor", ((1, 1), (8, 1))),
-                                   ("bfloat16", "unquantized", ((1, 1),))):
+                                   ("bfloat16", "unquantized", ((1, 1),)),
+                                   ("nvfp4", "trtllm_nvfp4", ((1, 1), (1, 2)))):
         for tp, ep in layouts:
             for dist, skew in (("balanced", 1.0), ("power_law_1.01", 1.3)):
                 for t in (1, 8, 64, 512):
@@ -308,9 +310,11 @@ def test_converter_writes_the_moe_slice_of_the_models_shape_and_names_its_source
     s = t.source
     assert (s.package, s.package_version, s.licence, s.system, s.backend, s.backend_version) == (
         "aiconfigurator-core", "0.12.0", "Apache-2.0", "h200_sxm", "vllm", "0.24.0")
-    assert s.files["moe"] == "data/h200_sxm/moe/vllm/0.24.0/moe_perf (cutlass; triton; unquantized, version 0.24.0)"
+    assert s.files["moe"] == ("data/h200_sxm/moe/vllm/0.24.0/moe_perf (cutlass; triton; trtllm_nvfp4; unquantized, "
+                              "version 0.24.0)")
     assert t.context_attention is None and t.collectives is None and t.tensor_parallel == [1, 2, 4, 8]
-    assert [(x.dtype, x.source_dtype) for x in t.moe] == [("bf16", "bfloat16"), ("fp8", "fp8_block")]
+    assert [(x.dtype, x.source_dtype) for x in t.moe] == [("bf16", "bfloat16"), ("fp8", "fp8_block"), ("fp4", "nvfp4")]
+    assert t.gemm_dtypes == ["bf16", "fp4"] and t.gemm_for("fp4").kernel == "cutedsl"
     block = t.moe[1]
     assert (block.hidden, block.inter, block.topk, block.experts, block.distribution) == (2048, 768, 8, 128, "balanced")
     assert block.tokens == "1 8 64 512"
@@ -326,6 +330,11 @@ def test_converter_writes_the_moe_slice_of_the_models_shape_and_names_its_source
     assert again.model_dump() == t.model_dump()
     m = MoEKernelTableModel(again, QWEN, H200, layout=Parallelism(tp=1, dp=4, ep=4), weight_dtype="fp8")
     assert m.curve.table.source_dtype == "fp8_block" and m.curve.kernel == "cutlass"
+    # fp4 weights read the NVFP4 MoE layer and NVFP4 GEMMs, and the step counts as measured
+    m = MoEKernelTableModel(again, QWEN, get_hardware("b200"), layout=Parallelism(tp=1, dp=2, ep=2),
+                            weight_dtype="fp4", kv_dtype="fp8")
+    assert m.curve.kernel == "trtllm_nvfp4" and m.gemm.table.dtype == "fp4" and not m.notes
+    assert m.step_sources(np.ones(16, dtype=int), np.full(16, 100)) == {"interpolated": 1}
     # a layout only the per-tensor kernel measured is not read from it: the roofline prices it
     m = MoEKernelTableModel(again, QWEN, H200, layout=Parallelism(tp=8), weight_dtype="fp8", kv_dtype="fp8")
     assert m.curve is None and "no fp8 MoE measurement at moe_tp 8 x ep 1" in m.notes[0]

@@ -54,7 +54,8 @@ from simulator.execution.kernels.op_table import (
 from simulator.execution.kernels.shapes import Gemm, rank_shapes, valid_tp_degrees
 from simulator.spec import get_model
 
-GEMM_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}  # per-tensor fp8 W8A8, as vLLM serves fp8 checkpoints
+# per-tensor fp8 W8A8, as vLLM serves fp8 checkpoints; NVFP4 W4A4 where measured (Blackwell)
+GEMM_DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "nvfp4": "fp4"}
 KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
 MS_TO_US = 1000.0
 ELEMENT_BYTES = 2.0  # collective tables count 16-bit elements
@@ -134,7 +135,7 @@ def _gemm_tables(system: AicSystem, backend: str, version: str, gemms, files: di
         out.append(full)
         files[f"gemm_{dtype}"] = f"{relative(folder, system.root)}/gemm_perf ({kernel}, version {used_version})"
     if not out:
-        raise ConfigError(f"aiconfigurator {system.name}/{backend}: no bfloat16 or fp8 GEMM measurements")
+        raise ConfigError(f"aiconfigurator {system.name}/{backend}: no bfloat16, fp8 or nvfp4 GEMM measurements")
     return out
 
 
