@@ -13,7 +13,7 @@ heads slice, a message size) is held out, predicted from the rest with the runti
 and compared with its measurement; MAPE per kernel family and region.
 moe-accuracy (needs the extra): the same for the MoE layer, along its tokens axis, on every curve
 of aiconfigurator-core's vLLM MoE table (each shape x dtype x kernel x layout, balanced routing),
-and DeepSeek-V3's decode MLA module along batch and KV length.
+and DeepSeek-V3's MLA modules along batch and KV length (decode) or prompt length (prefill).
 against-aiconfigurator (needs the extra): the same steps' kernel sums next to aiconfigurator's
 own engine, which reads the same tables (differences are composition, not accuracy).
 steps: decode and prefill step times of Llama-3-70B TP4 on H100 and Llama-3-8B on A100 from the
@@ -274,12 +274,14 @@ def moe_accuracy(systems: list[str], every: int) -> None:
         n_all = moe_holdout(frame, errors, every, "MoE layer, along tokens (all shapes)")
         n_mine = moe_holdout(frame[mine], errors, every, "MoE layer, along tokens (catalog shapes)")
         print(f"{name} (vllm {used}): {n_all} curves, {n_mine} of the catalog's shapes", flush=True)
-        found = system.table_dir("mla", "vllm", version, "mla_generation_module")
-        if found is not None:  # DeepSeek-V3's decode MLA module, read like decode attention
-            mla = mla_tables_from_frame(read_table(found[0], "mla_generation_module"), get_model("deepseek-v3"),
-                                        [1, 2, 4, 8], [])
-            for t in mla:
-                attention_holdout(t.table, "decode", errors, every, label=f"MLA decode module, {t.gemm_dtype} GEMMs")
+        for phase, rule, what in (("generation", "decode", "decode"), ("context", "prefill", "prefill")):
+            found = system.table_dir("mla", "vllm", version, f"mla_{phase}_module")
+            if found is None:
+                continue
+            # DeepSeek-V3's MLA modules, read like decode and prefill attention
+            frame = read_table(found[0], f"mla_{phase}_module")
+            for t in mla_tables_from_frame(frame, get_model("deepseek-v3"), [1, 2, 4, 8], [], phase):
+                attention_holdout(t.table, rule, errors, every, label=f"MLA {what} module, {t.gemm_dtype} GEMMs")
     print(errors.table())
 
 

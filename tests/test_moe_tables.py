@@ -209,7 +209,7 @@ def test_the_shipped_file_is_picked_by_default_and_named_in_the_source_line():
     line = source_of(ex.describe())
     assert line.startswith("measured kernel tables of vllm 0.24.0 from aiconfigurator-core 0.12.0 "
                            "(calibration/kernel_tables/vllm-0.24.0/h200/deepseek-v3.yaml) for MoE layers")
-    assert "attention, exchange" in line
+    assert "MLA decode and prefill layers; exchange, pipeline sends, host overhead from the roofline" in line
     off = parse_scenario({**s.model_dump(mode="json", exclude_none=True), "execution": {"kernel_tables": False}})
     assert type(execution_model(off)) is MoERooflineModel
 
@@ -385,7 +385,14 @@ def mla_us(b, length):
     return 40.0 + 0.002 * b * length  # a floor plus the latent read: affine in L, as decode is read
 
 
-def mla_tables(with_mla=True, heads=16):
+MLA_PROMPT = np.array([16.0, 256.0, 4096.0])
+
+
+def mla_prefill_us(b, prompt):
+    return 1e-3 * b * prompt**2  # pure causal work: sqrt(time) linear in the prompt length
+
+
+def mla_tables(with_mla=True, heads=16, prefill=False):
     from calibration.fitting.aiconfigurator import moe_model_gemms
     from simulator.execution.kernels.op_table import AttentionSlice, AttentionTable, MLAModuleTable
 
@@ -399,8 +406,14 @@ def mla_tables(with_mla=True, heads=16):
     table = AttentionTable(batch=format_numbers(MLA_BATCH), seq=format_numbers(MLA_LEN), slices=[
         AttentionSlice(heads=heads, kv_heads=1, head_dim=576, kv_dtype="fp8", kernel="hand",
                        us=format_numbers(grid.ravel(), 12))])
-    return tables(moe=[moe], gemm=[gemm]).model_copy(update={
-        "model": "deepseek-v3", "mla": [MLAModuleTable(gemm_dtype="fp8", table=table)] if with_mla else []})
+    mla = [MLAModuleTable(phase="generation", gemm_dtype="fp8", table=table)] if with_mla else []
+    if prefill:
+        grid = np.array([[mla_prefill_us(b, p) for p in MLA_PROMPT] for b in MLA_BATCH])
+        mla.append(MLAModuleTable(phase="context", gemm_dtype="fp8", table=AttentionTable(
+            batch=format_numbers(MLA_BATCH), seq=format_numbers(MLA_PROMPT), slices=[
+                AttentionSlice(heads=heads, kv_heads=1, head_dim=576, kv_dtype="fp8", kernel="hand",
+                               us=format_numbers(grid.ravel(), 12))])))
+    return tables(moe=[moe], gemm=[gemm]).model_copy(update={"model": "deepseek-v3", "mla": mla})
 
 
 def v3_model(t, layout=None):
@@ -424,6 +437,21 @@ def test_mla_decode_rows_are_priced_by_the_module_and_leave_their_projections_to
     m = with_mla.roofline_breakdown(mixed_new, mixed_cached)
     r = without.roofline_breakdown(mixed_new, mixed_cached)
     assert m["attention"] > 0 and m["linear"] < r["linear"]
+
+
+def test_mla_prefill_chunks_pay_the_new_share_of_the_module_and_leave_their_projections_to_it():
+    m, decode_only = v3_model(mla_tables(prefill=True)), v3_model(mla_tables())
+    assert m.mla_prefill is not None and "MLA decode and prefill layers" in source_of(m.describe())
+    new, cached = np.array([300, 1000]), np.array([0, 1000])
+    parts = m.roofline_breakdown(new, cached)
+    full = new + cached
+    per_row_us = mla_prefill_us(2, full) / 2 * (1 - (cached / full) ** 2)  # two rows: T(2, s) / 2 each
+    assert parts["attention"] == pytest.approx(61 * per_row_us.sum() * 1e-6, rel=1e-9)
+    projections = decode_only._lookup(decode_only._stages[0], "attn_grid", np.array(float(new.sum())))
+    assert decode_only.roofline_breakdown(new, cached)["linear"] - parts["linear"] == pytest.approx(
+        float(projections), rel=1e-9)
+    assert m.step_sources(new, cached) == {"measured-range": 1}
+    assert m.step_sources(np.array([5000]), np.array([0])) == {"extrapolated": 1}  # past the longest prompt
 
 
 def test_mla_decode_runs_are_a_grid_and_count_the_steps_past_the_measured_lengths():
@@ -462,13 +490,24 @@ def add_deepseek(root):
     folder = data / "mla" / "vllm" / "0.24.0"
     folder.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(folder / "mla_generation_module_perf.csv", index=False)
+    # prefill: kernels switch with the prompt length, and the 128-heads slice lacks 128 tokens
+    context = [{**common, "op_name": "mla_context_module", "kernel_source": kernel, "model": "deepseek-ai/DeepSeek-V3",
+                "kv_cache_dtype": "fp8", "gemm_type": "fp8_block", "num_heads": h, "batch_size": b, "isl": p, "step": 0,
+                "latency": 1e-3 * mla_prefill_us(b, p)}
+               for kernel, prompts in (("FLASHMLA", (16, 128)), ("FLASH_ATTN", (256, 4096)))
+               for h in (16, 32, 64, 128) for b in (1, 8) for p in prompts if not (h == 128 and p == 128)]
+    pd.DataFrame(context).to_csv(folder / "mla_context_module_perf.csv", index=False)
     return root
 
 
 def test_converter_writes_the_mla_decode_modules_of_the_models_heads(tmp_path):
     root = add_deepseek(fixture_tree(tmp_path / "systems"))
     t = convert("h200", "vllm", "deepseek-v3", aiconfigurator_root=str(root))
-    assert [(x.gemm_dtype, x.source_gemm_dtype) for x in t.mla] == [("bf16", "bfloat16"), ("fp8", "fp8_block")]
+    assert [(x.phase, x.gemm_dtype, x.source_gemm_dtype) for x in t.mla] == [
+        ("generation", "bf16", "bfloat16"), ("generation", "fp8", "fp8_block"), ("context", "fp8", "fp8_block")]
+    prefill = t.mla_for("fp8", "context").table
+    assert prefill.seq == "16 256 4096"  # the lengths every slice measured
+    assert {x.kernel for x in prefill.slices} == {"FLASHMLA / FLASH_ATTN"} and len(prefill.slices) == 4
     table = t.mla_for("fp8").table
     assert table.seq == "2 1024" and table.batch == "1 8"  # KV length = isl + step
     assert {(x.heads, x.kv_heads, x.head_dim, x.kv_dtype, x.kernel) for x in table.slices} == {
@@ -476,6 +515,7 @@ def test_converter_writes_the_mla_decode_modules_of_the_models_heads(tmp_path):
     assert "FLASHMLA; FLASH_ATTN_MLA" in t.source.files["mla_generation_module"]
     out = write(t, tmp_path / "v3.yaml")
     assert "# MLA decode layers: data/h200_sxm/mla/vllm/0.24.0/mla_generation_module_perf" in out.read_text()
+    assert "# MLA prefill layers: data/h200_sxm/mla/vllm/0.24.0/mla_context_module_perf" in out.read_text()
     assert load_kernel_tables(out).model_dump() == t.model_dump()
     m = MoEKernelTableModel(load_kernel_tables(out), V3, H200, layout=Parallelism(tp=1, dp=8, ep=8),
                             weight_dtype="fp8", kv_dtype="fp8")

@@ -374,15 +374,18 @@ def mla_shape(model) -> tuple:
             model.head_dim, model.v_head_dim)
 
 
-def mla_tables_from_frame(frame, model, tps: list[int], notes: list) -> list[MLAModuleTable]:
-    """Decode MLA modules measured at the model's shape: per projection dtype, each KV dtype's
-    densest kernel, the slices of the heads one rank holds at each tp; seq = KV length."""
+def mla_tables_from_frame(frame, model, tps: list[int], notes: list, phase: str = "generation"
+                          ) -> list[MLAModuleTable]:  # fmt: skip
+    """MLA modules measured at the model's shape: per projection dtype, the slices of the heads
+    one rank holds at each tp and each KV dtype. Decode: the KV dtype's densest kernel, seq = KV
+    length. Prefill: the engine switches kernels with the prompt length, so each cell takes the
+    fastest kernel measured there, seq = prompt length."""
     names = [name for name, shape in MLA_SHAPES.items() if shape == mla_shape(model)]
     rows = frame[frame["model"].isin(names) & (frame["mla_dtype"] == "bfloat16")]
     if rows.empty:
         notes.append(f"no MLA module measured at {model.name}'s shape: its attention from the roofline")
         return []
-    rows = rows.assign(seq=rows["isl"] + rows["step"])
+    rows = rows.assign(seq=rows["isl"] + (rows["step"] if phase == "generation" else 0))
     head_dim = model.kv_lora_rank + model.qk_rope_head_dim
     wanted = sorted({model.num_heads // tp for tp in tps})
     out = []
@@ -392,33 +395,46 @@ def mla_tables_from_frame(frame, model, tps: list[int], notes: list) -> list[MLA
             part = rows[(rows["gemm_type"] == source_gemm) & (rows["kv_cache_dtype"] == source_kv)]
             if part.empty:
                 continue
-            kernel = _densest(part)
-            for heads, group in part[part["kernel_source"] == kernel].groupby("num_heads"):
+            if phase == "generation":
+                kernel = _densest(part)
+                part = part[part["kernel_source"] == kernel]
+            else:
+                kernel = " / ".join(sorted(set(part["kernel_source"])))
+            for heads, group in part.groupby("num_heads"):
                 if int(heads) in wanted:
                     kept.append((AttentionSlice(heads=int(heads), kv_heads=1, head_dim=head_dim, kv_dtype=kv_dtype,
                                                 kernel=kernel, us=""), group))
+        if kept and phase == "context":
+            # kernels switch at different prompt lengths per heads count: keep the lengths every
+            # slice measured, so no slice has a column to carry across a gap
+            common = set.intersection(*({int(v) for v in g["seq"]} for _, g in kept))
+            kept = [(x, g[g["seq"].isin(common)]) for x, g in kept]
         if kept:
-            out.append(MLAModuleTable(gemm_dtype=gemm_dtype, source_gemm_dtype=source_gemm, table=attention_table(kept)))
+            out.append(MLAModuleTable(phase=phase, gemm_dtype=gemm_dtype, source_gemm_dtype=source_gemm,
+                                      table=attention_table(kept)))
     return out
 
 
 def _mla_tables(system: AicSystem, backend: str, version: str, model, tps: list[int], files: dict,
                 notes: list) -> list[MLAModuleTable]:
-    found = system.table_dir("mla", backend, version, "mla_generation_module")
-    if found is None:
-        notes.append(f"no {backend} MLA module table: MLA attention from the roofline")
-        return []
-    folder, used_version = found
-    frame = read_table(folder, "mla_generation_module")
-    missing = [c for c in ("model", "mla_dtype", "gemm_type", "kv_cache_dtype", "kernel_source", "num_heads",
-                           "batch_size", "isl", "step", "latency") if c not in frame]  # fmt: skip
-    if missing:
-        raise ConfigError(f"{folder}/mla_generation_module_perf: missing column(s) {', '.join(missing)}")
-    out = mla_tables_from_frame(frame, model, tps, notes)
-    if out:
-        kernels = sorted({x.kernel for t in out for x in t.table.slices})
-        files["mla_generation_module"] = (f"{relative(folder, system.root)}/mla_generation_module_perf "
-                                          f"({'; '.join(kernels)}, version {used_version})")
+    out = []
+    for phase in ("generation", "context"):
+        name = f"mla_{phase}_module"
+        found = system.table_dir("mla", backend, version, name)
+        if found is None:
+            notes.append(f"no {backend} {name} table: that MLA phase from the roofline")
+            continue
+        folder, used_version = found
+        frame = read_table(folder, name)
+        missing = [c for c in ("model", "mla_dtype", "gemm_type", "kv_cache_dtype", "kernel_source", "num_heads",
+                               "batch_size", "isl", "step", "latency") if c not in frame]  # fmt: skip
+        if missing:
+            raise ConfigError(f"{folder}/{name}_perf: missing column(s) {', '.join(missing)}")
+        tables = mla_tables_from_frame(frame, model, tps, notes, phase)
+        if tables:
+            kernels = sorted({x.kernel for t in tables for x in t.table.slices})
+            files[name] = f"{relative(folder, system.root)}/{name}_perf ({'; '.join(kernels)}, version {used_version})"
+        out += tables
     return out
 
 def _header(tables: KernelTables) -> str:
@@ -429,7 +445,8 @@ def _header(tables: KernelTables) -> str:
         "# Times in microseconds; axes and tables are space-separated numbers (nan: not measured).\n"
         "# Format: simulator/execution/kernels/op_table.py; how a step is priced: docs/kernel_tables.md.\n"
         + (f"# MoE layers: {s.files['moe']}.\n" if "moe" in s.files else "")
-        + (f"# MLA decode layers: {s.files['mla_generation_module']}.\n" if "mla_generation_module" in s.files else "")
+        + "".join(f"# MLA {what} layers: {s.files[key]}.\n" for what, key in
+                  (("decode", "mla_generation_module"), ("prefill", "mla_context_module")) if key in s.files)
     )
 
 

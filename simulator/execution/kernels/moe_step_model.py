@@ -10,12 +10,15 @@ three of its parts come from a kernel-table file instead of the specs:
                  and shared experts at M = one attention group's tokens, the LM head at M = its
                  rows, from the file's GEMM table of the weight dtype; the 16-bit routers and
                  norms are still read at the roofline's bandwidth
-    MLA decode   a latent-attention model's decode rows from the file's MLA module table (the
-                 layer's projections and attention measured together, by batch and KV length):
-                 each decode row pays T(B, L_row) / B with B the group's decode rows, and its
-                 projections leave the GEMM part (the other rows' still pay them there)
-    the rest     other attention, the exchange (all-reduces, all-to-all), pipeline sends and the
-                 host overhead stay the roofline's
+    MLA layers   a latent-attention model's rows from the file's MLA module tables (the layer's
+                 projections and attention measured together): a decode row pays T(B, L_row) / B
+                 of the decode module (B = the group's decode rows, L = its KV length), a prefill
+                 chunk the prefill module's T(B, s) / B at s = cached + new tokens times the new
+                 share of causal work, (s^2 - p^2) / s^2, and at least one read of its KV (the
+                 rules of simulator/execution/kernels/attention.py); those rows' projections
+                 leave the GEMM part
+    the rest     the exchange (all-reduces, all-to-all), pipeline sends and the host overhead stay
+                 the roofline's, and so does attention without a module table
 
 Provenance counts the table-priced parts: a step is measured-range when every one of them lies
 inside its measured range, extrapolated when one is past it, roofline when one had no table (no
@@ -29,7 +32,7 @@ from collections import Counter
 
 import numpy as np
 
-from simulator.execution.kernels.attention import DecodeAttention, SlicePricer
+from simulator.execution.kernels.attention import DecodeAttention, PrefillAttention, SlicePricer
 from simulator.execution.kernels.gemm import GemmCurves, SpeedOfLight
 from simulator.execution.kernels.interpolate import Provenance
 from simulator.execution.kernels.moe import TABLE_EXPERT_DTYPE, find_curve
@@ -106,6 +109,7 @@ class MoEKernelTableModel(MoERooflineModel):
             self._gemm_stage_setup()
         self._dense_code = Provenance.ROOFLINE if self.gemm is None else Provenance.MEASURED
         self.mla = self._mla_module(tables)
+        self.mla_prefill = self._mla_prefill(tables) if self.mla is not None else None
 
     def _mla_module(self, tables: KernelTables) -> DecodeAttention | None:
         """The decode pricer of the MLA module table for this deployment, or None (noted)."""
@@ -126,6 +130,20 @@ class MoEKernelTableModel(MoERooflineModel):
         except LookupError as exc:
             self.notes.append(f"MLA decode: {exc}; attention from the roofline")
             return None
+
+    def _mla_prefill(self, tables: KernelTables) -> PrefillAttention | None:
+        m = self.model
+        table = tables.mla_for(TABLE_DTYPE.get(self.weight_dtype, ""), "context")
+        if table is None:
+            self.notes.append(f"no {self.weight_dtype} MLA prefill module table: prefill attention from the roofline")
+            return None
+        try:
+            pricer = SlicePricer(table.table, m.num_heads // self.layout.tp, 1, m.kv_lora_rank + m.qk_rope_head_dim,
+                                 TABLE_DTYPE.get(self.kv_dtype, ""), growth=2.0)  # fmt: skip
+        except LookupError as exc:
+            self.notes.append(f"MLA prefill: {exc}; prefill attention from the roofline")
+            return None
+        return PrefillAttention(pricer, self.mla)
 
     # --- construction ------------------------------------------------------------------------
     def _gemm_stage_setup(self) -> None:
@@ -172,22 +190,29 @@ class MoEKernelTableModel(MoERooflineModel):
             return MoERooflineModel._linear_s(self, c, step)
         dp = self.layout.dp
         # an MLA module prices its decode rows' projections with their attention
-        projected = step["tokens"] - (self._decode_rows(step).sum(axis=-1) / step["micro"] if self.mla else 0.0)
-        return (self._lookup(c, "dense_grid", step["tokens"] / dp) + self._lookup(c, "attn_grid", projected / dp)
-                + c["high_read_s"])
+        decode, prefill = self._module_rows(step, step["active"])
+        in_modules = np.where(decode | prefill, step["new"], 0.0).sum(axis=-1) / step["micro"]
+        return (self._lookup(c, "dense_grid", step["tokens"] / dp)
+                + self._lookup(c, "attn_grid", (step["tokens"] - in_modules) / dp) + c["high_read_s"])
 
-    @staticmethod
-    def _decode_rows(step: dict) -> np.ndarray:
-        return step["active"] & (step["new"] == 1)
+    def _module_rows(self, step: dict, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows an MLA decode module and an MLA prefill module price (masks)."""
+        none = np.zeros_like(rows)
+        if self.mla is None:
+            return none, none
+        decode = rows & (step["new"] == 1)
+        return decode, (rows & ~decode if self.mla_prefill is not None else none)
 
     def _attention_s(self, c: dict, step: dict, rows: np.ndarray) -> np.ndarray:
         if self.mla is None:
             return MoERooflineModel._attention_s(self, c, step, rows)
-        decode = rows & (step["new"] == 1)
-        others = MoERooflineModel._attention_s(self, c, step, rows & ~decode)
+        decode, prefill = self._module_rows(step, rows)
+        others = MoERooflineModel._attention_s(self, c, step, rows & ~decode & ~prefill)
         layers = c["full_layers"] + c["sliding_layers"]
         if not layers:
             return others
+        if prefill.any():
+            others = others + layers * self._prefill_module_s(step, prefill) / np.maximum(step["micro"], 1) / self.layout.dp
         kv_len = step["cached"] + 1.0
         counts = decode.sum(axis=-1)
         micro = np.broadcast_to(step["micro"], counts.shape)
@@ -200,6 +225,18 @@ class MoEKernelTableModel(MoERooflineModel):
             per_row = np.where(decode, a[seg] + b[seg] * kv_len, 0.0).sum(axis=-1)
             module = np.where((counts == n) & (micro == mb), per_row, module)
         return others + layers * module / np.maximum(step["micro"], 1) / self.layout.dp
+
+    def _prefill_module_s(self, step: dict, prefill: np.ndarray) -> np.ndarray:
+        """Per step, one layer's prefill-module seconds summed over its prefill rows (steps with
+        prefill rows come one at a time; a 2-D call is priced step by step)."""
+        new, cached = np.atleast_2d(step["new"]), np.atleast_2d(step["cached"])
+        mask, micro = np.atleast_2d(prefill), np.broadcast_to(step["micro"], (new.shape[0],))
+        out = np.zeros(new.shape[0])
+        for i in np.flatnonzero(mask.any(axis=-1)):
+            rows = mask[i]
+            batch = self._group_batch(int(rows.sum()), int(micro[i]))
+            out[i] = self.mla_prefill.seconds(new[i][rows], cached[i][rows], batch=batch)[0]
+        return out.reshape(np.shape(step["tokens"]))
 
     def _group_batch(self, decode_rows: int, micro: int) -> int:
         """Decode rows one attention group runs in one micro-batch: the module's batch."""
@@ -255,6 +292,13 @@ class MoEKernelTableModel(MoERooflineModel):
         new = np.atleast_1d(new_tokens)
         base = self._step_code(new)
         decode = (new == 1)
+        prefill = (new > 1)
+        if self.mla_prefill is not None and prefill.any():  # such a step is priced alone
+            cached = np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))
+            micro = max(min(self.micro_batches, int((new > 0).sum())), 1)
+            code = self.mla_prefill.seconds(new[prefill].astype(np.float64), cached[prefill],
+                                            batch=self._group_batch(int(prefill.sum()), micro))[1]
+            base = Provenance(max(base, code))
         if self.mla is None or not decode.any():
             return Counter({base.label: num_steps}), base is Provenance.EXTRAPOLATED
         kv = np.atleast_1d(np.asarray(cached_tokens, dtype=np.float64))[decode] + 1.0
@@ -288,7 +332,7 @@ class MoEKernelTableModel(MoERooflineModel):
         if self.gemm is not None:
             table_parts.append("dense GEMMs and LM head")
         if self.mla is not None:
-            table_parts.append("MLA decode layers")
+            table_parts.append("MLA decode" + (" and prefill" if self.mla_prefill is not None else "") + " layers")
         out.update({
             "provenance": self.provenance,
             "engine": self.tables.engine,
@@ -298,11 +342,13 @@ class MoEKernelTableModel(MoERooflineModel):
                        "system": src.system, "backend": src.backend, "backend_version": src.backend_version},
             "moe_table": self.curve.describe() if self.curve is not None else "roofline",
             "gemm_kernel": self.gemm.table.kernel if self.gemm is not None else "roofline",
-            "mla_module": (", ".join(f"{x.heads} heads {x.kv_dtype} ({x.kernel})" for x in self.mla.pricer.slices)
-                           if self.mla is not None else "roofline"),
+            "mla_module": {phase: ", ".join(f"{x.heads} heads {x.kv_dtype} ({x.kernel})" for x in part.pricer.slices)
+                           if part is not None else "roofline"
+                           for phase, part in (("decode", self.mla), ("prefill", self.mla_prefill))},
             "from_tables": ", ".join(table_parts) or "nothing",
-            "from_roofline": ("prefill attention" if self.mla is not None else "attention")
-                             + ", exchange, pipeline sends, host overhead"
+            "from_roofline": ("" if self.mla_prefill is not None else
+                              "prefill attention, " if self.mla is not None else "attention, ")
+                             + "exchange, pipeline sends, host overhead"
                              + ("" if self.curve is not None else ", MoE layers")
                              + ("" if self.gemm is not None else ", dense layers"),
             "notes": list(self.notes),

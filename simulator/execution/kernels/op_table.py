@@ -7,8 +7,8 @@ collectives (by bytes and ranks, per implementation) and the constants of the ba
 for element-wise kernels. A mixture-of-experts model's file adds its MoE layer (routed experts,
 routing to dispatch included) by tokens entering the layer, per expert layout (ranks each expert
 is split over x ranks the experts spread over) and expert dtype, with the routing the tokens were
-drawn from, and a latent-attention model's its decode attention layer measured whole
-(projections and kernel) by batch and KV length; every family is optional. A YAML header says where the numbers came from (package, version,
+drawn from, and a latent-attention model's its attention layer measured whole (projections and
+kernel) by batch and KV length (decode) or prompt length (prefill); every family is optional. A YAML header says where the numbers came from (package, version,
 system, engine and its version, licence, date). Numbers are stored compactly: each axis and each
 table of times is one string of space-separated values (`nan` where nothing was measured), so a
 file stays small and loads fast.
@@ -174,7 +174,8 @@ class MLAModuleTable(_Strict):
     kernel) on one rank: slices per query heads on the rank (KV heads 1, head dim = latent +
     rotary width) and KV dtype, on the batch x KV-length grid."""
 
-    phase: Literal["generation"] = Field("generation", description="decode steps (the only phase read)")
+    phase: Literal["generation", "context"] = Field(..., description="decode rows (KV length axis) or prefill "
+                                                    "rows (prompt length axis)")
     gemm_dtype: str = Field(..., description="dtype of the module's projections: bf16 or fp8")
     source_gemm_dtype: str = ""
     table: AttentionTable
@@ -226,8 +227,8 @@ class KernelTables(_Strict):
     def moe_dtypes(self) -> list[str]:
         return sorted({t.dtype for t in self.moe})
 
-    def mla_for(self, gemm_dtype: str) -> MLAModuleTable | None:
-        return next((t for t in self.mla if t.gemm_dtype == gemm_dtype), None)
+    def mla_for(self, gemm_dtype: str, phase: str = "generation") -> MLAModuleTable | None:
+        return next((t for t in self.mla if t.gemm_dtype == gemm_dtype and t.phase == phase), None)
 
     @property
     def kv_dtypes(self) -> list[str]:
