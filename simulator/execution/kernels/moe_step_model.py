@@ -238,9 +238,10 @@ class MoEKernelTableModel(MoERooflineModel):
             out[i] = self.mla_prefill.seconds(new[i][rows], cached[i][rows], batch=batch)[0]
         return out.reshape(np.shape(step["tokens"]))
 
-    def _group_batch(self, decode_rows: int, micro: int) -> int:
-        """Decode rows one attention group runs in one micro-batch: the module's batch."""
-        return max(1, round(decode_rows / (self.layout.dp * max(micro, 1))))
+    def _group_batch(self, rows: int, micro: int) -> int:
+        """Rows of one kind (decode or prefill) one attention group runs in one micro-batch: the
+        batch an MLA module is read at (rows are taken to spread evenly, as the roofline does)."""
+        return max(1, round(rows / (self.layout.dp * max(micro, 1))))
 
     def _head_s(self, c: dict, step: dict) -> np.ndarray:
         if self.gemm is None:
@@ -276,10 +277,14 @@ class MoEKernelTableModel(MoERooflineModel):
             code = max(code, Provenance.EXTRAPOLATED)
         if self.gemm is not None:
             dp = self.layout.dp
+            decode = new == 1
+            in_modules = 0.0 if self.mla is None else float(new[decode].sum() + (
+                new[(new > 0) & ~decode].sum() if self.mla_prefill is not None else 0.0)) / micro
             for c in self._stages:
-                m = int(np.ceil(tokens / dp))
-                for key in ("dense_grid", "attn_grid"):
-                    code = max(code, int(self._grid(c, key, m)[1][m]))
+                for key, used in (("dense_grid", tokens), ("attn_grid", tokens - in_modules)):
+                    m = int(np.ceil(used / dp))
+                    if m > 0:
+                        code = max(code, int(self._grid(c, key, m)[1][m]))
                 if c["head_gemm"] is not None:
                     head = self._grid(c, "head_grid", int(np.ceil(rows / micro / dp)))[1]
                     code = max(code, int(head[int(np.ceil(rows / micro / dp))]))
