@@ -1,6 +1,7 @@
 """Accuracy of the kernel-table step model, and its speed next to the roofline.
 
     .venv/bin/python benchmarks/bench_kernel_tables.py accuracy [--systems h100-sxm,a100-80gb] [--every 3]
+    .venv/bin/python benchmarks/bench_kernel_tables.py moe-accuracy [--systems h100-sxm,h200,b200] [--every 3]
     .venv/bin/python benchmarks/bench_kernel_tables.py steps
     .venv/bin/python benchmarks/bench_kernel_tables.py against-aiconfigurator
     .venv/bin/python benchmarks/bench_kernel_tables.py speed [--rounds 2]
@@ -10,6 +11,9 @@ the model uses, on aiconfigurator-core's full measured tables. Every k-th measur
 axis (an M of a GEMM, an N x K shape, a batch or a sequence length of an attention slice, a
 heads slice, a message size) is held out, predicted from the rest with the runtime's own code,
 and compared with its measurement; MAPE per kernel family and region.
+moe-accuracy (needs the extra): the same for the MoE layer, along its tokens axis, on every curve
+of aiconfigurator-core's vLLM MoE table (each shape x dtype x kernel x layout, balanced routing),
+and DeepSeek-V3's MLA modules along batch and KV length (decode) or prompt length (prefill).
 against-aiconfigurator (needs the extra): the same steps' kernel sums next to aiconfigurator's
 own engine, which reads the same tables (differences are composition, not accuracy).
 steps: decode and prefill step times of Llama-3-70B TP4 on H100 and Llama-3-8B on A100 from the
@@ -128,8 +132,9 @@ def _drop(table, s, axis: str, index: int):
     return t, s.model_copy(update={"us": format_numbers(grid.ravel() * 1e6)})
 
 
-def attention_holdout(table, phase: str, errors: Errors, every: int) -> None:
+def attention_holdout(table, phase: str, errors: Errors, every: int, label: str = "") -> None:
     growth = 1.0 if phase == "decode" else 2.0
+    label = label or f"{phase} attention"
     for s in table.slices:
         batch, seq, grid = _measured_grid(table, s)
         for j in range(1, len(seq) - 1):  # hold out a sequence length
@@ -139,7 +144,7 @@ def attention_holdout(table, phase: str, errors: Errors, every: int) -> None:
             for i, b in enumerate(batch):
                 if np.isfinite(grid[i, j]) and np.isfinite(grid[i, j + 1]):
                     p = _predict(t, reduced, growth, b, np.array([seq[j]]))[0]
-                    errors.add(f"{phase} attention, along seq", region(seq[j], SEQ_REGIONS), p, grid[i, j])
+                    errors.add(f"{label}, along seq", region(seq[j], SEQ_REGIONS), p, grid[i, j])
         for i in range(1, len(batch) - 1):  # hold out a batch size
             if i % every != 1:
                 continue
@@ -148,7 +153,7 @@ def attention_holdout(table, phase: str, errors: Errors, every: int) -> None:
             if ok.any():
                 p = _predict(t, reduced, growth, batch[i], seq[ok])
                 for sv, pv, mv in zip(seq[ok], p, grid[i][ok]):
-                    errors.add(f"{phase} attention, along batch", region(sv, SEQ_REGIONS), pv, mv)
+                    errors.add(f"{label}, along batch", region(sv, SEQ_REGIONS), pv, mv)
 
 
 def heads_holdout(table, phase: str, errors: Errors) -> None:
@@ -217,6 +222,66 @@ def accuracy(systems: list[str], every: int) -> None:
         coll = _collectives(system, "vllm", version, [2, 4, 8], {}, [])
         collectives_holdout(coll, errors, every)
         print(f"{name} (vllm {version}) done", flush=True)
+    print(errors.table())
+
+
+# --- MoE layers -----------------------------------------------------------------------------
+TOKEN_REGIONS = [(1, 16, "tokens 1-16"), (17, 256, "tokens 17-256"), (257, 4096, "tokens 257-4096"),
+                 (4097, 1e9, "tokens >4096")]
+
+
+def moe_holdout(frame, errors: Errors, every: int, label: str) -> int:
+    """Hold out every k-th interior token count of each measured curve; predict it with the
+    runtime's MoE curve from the rest. Returns the number of curves."""
+    from simulator.execution.kernels.moe import MoECurve
+    from simulator.execution.kernels.op_table import MoELayout, MoETable, format_numbers
+
+    frame = frame[frame["distribution"] == "balanced"]
+    keys = ["moe_dtype", "kernel_source", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
+            "moe_ep_size"]
+    curves = 0
+    for key, group in frame.groupby(keys):
+        series = group.groupby("num_tokens")["latency"].min()
+        tokens, ms = series.index.to_numpy(dtype=float), series.to_numpy()
+        if len(tokens) < 4:
+            continue
+        held = np.array([i % every == 1 and 0 < i < len(tokens) - 1 for i in range(len(tokens))])
+        layout = MoELayout(tp=int(key[6]), ep=int(key[7]), us=format_numbers(ms[~held] * 1000, 12))
+        table = MoETable(dtype="x", hidden=int(key[2]), inter=int(key[3]), topk=int(key[4]), experts=int(key[5]),
+                         distribution="balanced", tokens=format_numbers(tokens[~held]), layouts=[layout])
+        predicted, _ = MoECurve(table, layout.tp, layout.ep).seconds_at(tokens[held])
+        for t, p, m in zip(tokens[held], predicted, ms[held] * 1e-3):
+            errors.add(label, region(t, TOKEN_REGIONS), p, m)
+        curves += 1
+    return curves
+
+
+def moe_accuracy(systems: list[str], every: int) -> None:
+    from calibration.fitting.aiconfigurator import mla_tables_from_frame
+    from calibration.fitting.aiconfigurator_source import open_system, read_table
+    from simulator.spec import get_model
+
+    errors = Errors()
+    catalog = {(7168, 2048, 8, 256), (4096, 1536, 8, 128), (2048, 768, 8, 128), (2880, 2880, 4, 32),
+               (2880, 2880, 4, 128), (4096, 14336, 2, 8), (5120, 8192, 1, 16)}  # llmsim's MoE models
+    for name in systems:
+        system, _ = open_system(name)
+        version = system.current_version("vllm")
+        folder, used = system.table_dir("moe", "vllm", version, "moe")
+        frame = read_table(folder, "moe")
+        shape = list(zip(frame["hidden_size"], frame["inter_size"], frame["topk"], frame["num_experts"]))
+        mine = np.array([s in catalog for s in shape])
+        n_all = moe_holdout(frame, errors, every, "MoE layer, along tokens (all shapes)")
+        n_mine = moe_holdout(frame[mine], errors, every, "MoE layer, along tokens (catalog shapes)")
+        print(f"{name} (vllm {used}): {n_all} curves, {n_mine} of the catalog's shapes", flush=True)
+        for phase, rule, what in (("generation", "decode", "decode"), ("context", "prefill", "prefill")):
+            found = system.table_dir("mla", "vllm", version, f"mla_{phase}_module")
+            if found is None:
+                continue
+            # DeepSeek-V3's MLA modules, read like decode and prefill attention
+            frame = read_table(found[0], f"mla_{phase}_module")
+            for t in mla_tables_from_frame(frame, get_model("deepseek-v3"), [1, 2, 4, 8], [], phase):
+                attention_holdout(t.table, rule, errors, every, label=f"MLA {what} module, {t.gemm_dtype} GEMMs")
     print(errors.table())
 
 
@@ -319,6 +384,9 @@ def main() -> None:
     p = sub.add_parser("accuracy")
     p.add_argument("--systems", default="h100-sxm,a100-80gb")
     p.add_argument("--every", type=int, default=3, help="hold out every k-th point of an axis (default 3)")
+    p = sub.add_parser("moe-accuracy")
+    p.add_argument("--systems", default="h100-sxm,h200,b200")
+    p.add_argument("--every", type=int, default=3, help="hold out every k-th token count (default 3)")
     sub.add_parser("steps")
     sub.add_parser("against-aiconfigurator")
     p = sub.add_parser("speed")
@@ -326,6 +394,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "accuracy":
         accuracy(args.systems.split(","), args.every)
+    elif args.command == "moe-accuracy":
+        moe_accuracy(args.systems.split(","), args.every)
     elif args.command == "steps":
         steps()
     elif args.command == "against-aiconfigurator":

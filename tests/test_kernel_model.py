@@ -310,6 +310,8 @@ def test_every_shipped_file_loads_and_prices_its_model():
         t = load_kernel_tables(path)
         assert t.source.package == "aiconfigurator-core" and t.source.licence == "Apache-2.0"
         assert path.stat().st_size < 300_000
+        if t.moe:  # a mixture of experts' file: tests/test_moe_tables.py
+            continue
         for tp in t.tensor_parallel:
             m = KernelTableModel(t, get_model(t.model), get_hardware(t.hardware), tp=tp, overhead=NO_HOST)
             weights = rank_shapes(get_model(t.model), tp)

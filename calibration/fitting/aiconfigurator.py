@@ -6,6 +6,11 @@ the per-rank shapes (simulator/execution/kernels/shapes.py) and keeps only the m
 step model will read for them: the GEMM sites at or around each N x K, the attention slices at
 or around each rank's heads, the collectives for those rank counts. It asks the runtime's own
 selection rules which ones those are, so file and model cannot disagree.
+
+A mixture of experts gets its MoE layer (the measurements of its hidden size, expert width, top-k
+and expert count, at every expert layout of up to a node's GPUs and every expert dtype measured)
+and the GEMMs of its attention projections, dense MLPs, shared experts and LM head; its
+attention and exchanges stay on the roofline, so no attention or collective tables are kept.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from calibration.fitting.aiconfigurator_source import (
 from simulator.common.errors import ConfigError, unknown_choice
 from simulator.execution.kernels.attention import resolve_slice
 from simulator.execution.kernels.gemm import GemmCurves
+from simulator.execution.kernels.moe_step_model import attention_gemms, mlp_gemms
 from simulator.execution.kernels.op_table import (
     FORMAT,
     AttentionSlice,
@@ -37,15 +43,19 @@ from simulator.execution.kernels.op_table import (
     GemmSite,
     GemmTable,
     KernelTables,
+    MLAModuleTable,
+    MoELayout,
+    MoETable,
     Source,
     format_numbers,
     version_key,
     write_kernel_tables,
 )
-from simulator.execution.kernels.shapes import rank_shapes, valid_tp_degrees
+from simulator.execution.kernels.shapes import Gemm, rank_shapes, valid_tp_degrees
 from simulator.spec import get_model
 
-GEMM_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}  # per-tensor fp8 W8A8, as vLLM serves fp8 checkpoints
+# per-tensor fp8 W8A8, as vLLM serves fp8 checkpoints; NVFP4 W4A4 where measured (Blackwell)
+GEMM_DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "nvfp4": "fp4"}
 KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
 MS_TO_US = 1000.0
 ELEMENT_BYTES = 2.0  # collective tables count 16-bit elements
@@ -105,7 +115,7 @@ def attention_table(kept) -> AttentionTable:
     return AttentionTable(batch=format_numbers(batch), seq=format_numbers(seq), slices=slices)
 
 
-def _gemm_tables(system: AicSystem, backend: str, version: str, shapes_by_tp, files: dict) -> list[GemmTable]:
+def _gemm_tables(system: AicSystem, backend: str, version: str, gemms, files: dict) -> list[GemmTable]:
     found = system.table_dir("gemm", backend, version, "gemm")
     if found is None:
         raise ConfigError(f"aiconfigurator {system.name}: no {backend} GEMM table at or below {version}")
@@ -119,14 +129,13 @@ def _gemm_tables(system: AicSystem, backend: str, version: str, shapes_by_tp, fi
         kernel = full.kernel
         curves = GemmCurves(full)
         used = set()
-        for shapes in shapes_by_tp.values():
-            for g in (*shapes.layer_gemms, shapes.lm_head):
-                used |= curves.used_sites(g.n, g.k)
+        for g in gemms:
+            used |= curves.used_sites(g.n, g.k)
         full.sites = [s for s in full.sites if (s.n, s.k) in used]
         out.append(full)
         files[f"gemm_{dtype}"] = f"{relative(folder, system.root)}/gemm_perf ({kernel}, version {used_version})"
     if not out:
-        raise ConfigError(f"aiconfigurator {system.name}/{backend}: no bfloat16 or fp8 GEMM measurements")
+        raise ConfigError(f"aiconfigurator {system.name}/{backend}: no bfloat16, fp8 or nvfp4 GEMM measurements")
     return out
 
 
@@ -220,13 +229,28 @@ def convert(system_name: str, backend: str, model_name: str, version: str | None
         raise ConfigError(f"--version {version}: {system.name} has {backend} tables for {', '.join(known)}")
     model = get_model(model_name)
     gpus = int(system.spec.get("node", {}).get("num_gpus_per_node", 8))
+    files, notes = {}, []
+    if model.is_moe:
+        tps = moe_attention_tps(model, gpus)
+        gemm = _gemm_tables(system, backend, version, moe_model_gemms(model, tps), files)
+        moe = _moe_tables(system, backend, version, model, gpus, files, notes)
+        mla = _mla_tables(system, backend, version, model, tps, files, notes) if model.uses_mla else []
+        return _tables(system, hardware, backend, version, model, tps, files, notes, command, gemm=gemm, moe=moe,
+                       mla=mla)
     tps = [tp for tp in valid_tp_degrees(model) if tp <= gpus]
     shapes_by_tp = {tp: rank_shapes(model, tp) for tp in tps}
-    files, notes = {}, []
-    gemm = _gemm_tables(system, backend, version, shapes_by_tp, files)
+    gemm = _gemm_tables(system, backend, version, [g for shapes in shapes_by_tp.values()
+                                                   for g in (*shapes.layer_gemms, shapes.lm_head)], files)
     context = _attention_table(system, backend, version, "context", shapes_by_tp, model.head_dim, files, notes)
     generation = _attention_table(system, backend, version, "generation", shapes_by_tp, model.head_dim, files, notes)
     collectives = _collectives(system, backend, version, [tp for tp in tps if tp > 1], files, notes)
+    return _tables(system, hardware, backend, version, model, tps, files, notes, command, gemm=gemm,
+                   context_attention=context, generation_attention=generation, collectives=collectives)
+
+
+def _tables(system: AicSystem, hardware: str, backend: str, version: str, model, tps: list[int], files: dict,
+            notes: list, command: str, **families) -> KernelTables:
+    """The file's header fields around its families of tables."""
     gpu = system.spec.get("gpu", {})
     efficiency = float(gpu.get("mem_bw_empirical_scaling_factor", 0.8))
     floor_s = float(gpu.get("mem_empirical_constant_latency", 3e-6))
@@ -241,12 +265,177 @@ def convert(system_name: str, backend: str, model_name: str, version: str | None
         f"{efficiency:g}, mem_empirical_constant_latency {floor_s:g} s (its analytic model of memory-bound "
         "kernels; it ships no measured table for them)",
     )
-    return KernelTables(
-        format=FORMAT, model=model.name, hardware=hardware, engine=backend, engine_version=version,
-        tensor_parallel=tps, source=source, gemm=gemm, context_attention=context,
-        generation_attention=generation, collectives=collectives, elementwise=elementwise,
-    )
+    return KernelTables(format=FORMAT, model=model.name, hardware=hardware, engine=backend, engine_version=version,
+                        tensor_parallel=tps, source=source, elementwise=elementwise, **families)
 
+
+# --- mixtures of experts --------------------------------------------------------------------
+# llmsim expert dtype -> the package's MoE quantisation modes, in order of preference; the first one
+# measured at the model's shape is kept. DeepSeek-V3 and Qwen3's fp8 checkpoints are 128x128
+# block-scaled, and vLLM serves them with the block kernels; the per-tensor kernel (ModelOpt
+# checkpoints) measures several times slower at small batches, so it only stands in for a shape
+# without block-scaled measurements, never for a missing layout.
+MOE_DTYPES = {"bf16": ("bfloat16",), "fp8": ("fp8_block", "fp8"), "fp4": ("nvfp4",), "mxfp4": ("w4a16_mxfp4",)}
+MOE_SHAPE = ("hidden_size", "inter_size", "topk", "num_experts")
+
+
+def moe_attention_tps(model, gpus: int) -> list[int]:
+    """Attention tensor-parallel degrees (1, 2, 4, 8 up to a node) the model's heads split by."""
+    out = []
+    for tp in (1, 2, 4, 8):
+        if tp > gpus or model.num_heads % tp:
+            continue
+        if not model.uses_mla and model.num_kv_heads % tp and tp % model.num_kv_heads:
+            continue
+        if model.intermediate_size % tp or model.shared_expert_intermediate_size % tp:
+            continue
+        out.append(tp)
+    return out
+
+
+def moe_model_gemms(model, tps: list[int]) -> list:
+    """Every dense GEMM shape the MoE step model reads at these attention tp degrees."""
+    out = []
+    for tp in tps:
+        out += attention_gemms(model, tp)
+        if model.first_dense_layers:
+            out += mlp_gemms(model.hidden_size, model.intermediate_size, tp, "mlp")
+        out += mlp_gemms(model.hidden_size, model.shared_expert_intermediate_size, tp, "shared")
+        out.append(Gemm("lm_head", -(-model.vocab_size // tp), model.hidden_size))
+    return out
+
+
+def moe_table_from_frame(frame, model, source_dtype: str, dtype: str, max_ranks: int) -> MoETable | None:
+    """The measurements of the model's MoE shape in one quantisation mode, every layout of at most
+    `max_ranks` ranks; balanced routing where measured (the simulator applies its own imbalance).
+    Where several kernels measured a layout, the one with the most points (then the faster) is kept."""
+    shape = (model.hidden_size, model.moe_intermediate_size, model.num_experts_per_token, model.num_experts)
+    rows = frame[(frame["moe_dtype"] == source_dtype)]
+    for column, value in zip(MOE_SHAPE, shape):
+        rows = rows[rows[column] == value]
+    rows = rows[rows["moe_tp_size"] * rows["moe_ep_size"] <= max_ranks]
+    if rows.empty:
+        return None
+    distributions = set(rows["distribution"])
+    distribution = "balanced" if "balanced" in distributions else _densest(rows, "distribution")
+    rows = rows[rows["distribution"] == distribution]
+    tokens = np.array(sorted({int(t) for t in rows["num_tokens"]}), dtype=float)
+    layouts = []
+    for (tp, ep), group in rows.groupby(["moe_tp_size", "moe_ep_size"]):
+        stats = group.groupby("kernel_source")["latency"].agg(["size", "median"])
+        kernel = str(stats.sort_values(["size", "median"], ascending=[False, True], kind="stable").index[0])
+        series = group[group["kernel_source"] == kernel].groupby("num_tokens")["latency"].min().reindex(tokens)
+        layouts.append(MoELayout(tp=int(tp), ep=int(ep), kernel=kernel, us=format_numbers(series.to_numpy() * MS_TO_US)))
+    return MoETable(dtype=dtype, source_dtype=source_dtype, hidden=shape[0], inter=shape[1], topk=shape[2],
+                    experts=shape[3], distribution=distribution, tokens=format_numbers(tokens), layouts=layouts)
+
+
+def _moe_tables(system: AicSystem, backend: str, version: str, model, gpus: int, files: dict,
+                notes: list) -> list[MoETable]:
+    found = system.table_dir("moe", backend, version, "moe")
+    if found is None:
+        raise ConfigError(f"aiconfigurator {system.name}: no {backend} MoE table at or below {version}")
+    folder, used_version = found
+    frame = read_table(folder, "moe")
+    missing = [c for c in ("moe_dtype", "num_tokens", *MOE_SHAPE, "moe_tp_size", "moe_ep_size", "distribution",
+                           "kernel_source", "latency") if c not in frame]  # fmt: skip
+    if missing:
+        raise ConfigError(f"{folder}/moe_perf: missing column(s) {', '.join(missing)}")
+    out = []
+    for dtype, sources in MOE_DTYPES.items():
+        for source_dtype in sources:
+            table = moe_table_from_frame(frame, model, source_dtype, dtype, gpus)
+            if table is not None:
+                out.append(table)
+                break
+    if not out:
+        raise ConfigError(
+            f"aiconfigurator {system.name}/{backend} {used_version}: no MoE measurements of {model.name}'s shape "
+            f"(hidden {model.hidden_size}, expert width {model.moe_intermediate_size}, top-{model.num_experts_per_token} "
+            f"of {model.num_experts})"
+        )
+    kernels = sorted({x.kernel for t in out for x in t.layouts})
+    files["moe"] = f"{relative(folder, system.root)}/moe_perf ({'; '.join(kernels)}, version {used_version})"
+    notes += [f"moe {t.dtype} ({t.source_dtype}, {t.distribution} routing): layouts moe_tp x ep "
+              f"{' '.join(f'{x.tp}x{x.ep}' for x in t.layouts)}" for t in out]
+    return out
+
+
+
+# --- multi-head latent attention ------------------------------------------------------------
+# The package's MLA module tables name the model they were measured with; the catalog shapes
+# they stand for (hidden, heads, q_lora, kv_lora, rope, nope, v).
+MLA_SHAPES = {"deepseek-ai/DeepSeek-V3": (7168, 128, 1536, 512, 64, 128, 128)}
+MLA_GEMM_DTYPES = {"bfloat16": "bf16", "fp8_block": "fp8"}
+
+
+def mla_shape(model) -> tuple:
+    return (model.hidden_size, model.num_heads, model.q_lora_rank, model.kv_lora_rank, model.qk_rope_head_dim,
+            model.head_dim, model.v_head_dim)
+
+
+def mla_tables_from_frame(frame, model, tps: list[int], notes: list, phase: str = "generation"
+                          ) -> list[MLAModuleTable]:  # fmt: skip
+    """MLA modules measured at the model's shape: per projection dtype, the slices of the heads
+    one rank holds at each tp and each KV dtype. Decode: the KV dtype's densest kernel, seq = KV
+    length. Prefill: the engine switches kernels with the prompt length, so each cell takes the
+    fastest kernel measured there, seq = prompt length."""
+    names = [name for name, shape in MLA_SHAPES.items() if shape == mla_shape(model)]
+    rows = frame[frame["model"].isin(names) & (frame["mla_dtype"] == "bfloat16")]
+    if rows.empty:
+        notes.append(f"no MLA module measured at {model.name}'s shape: its attention from the roofline")
+        return []
+    rows = rows.assign(seq=rows["isl"] + (rows["step"] if phase == "generation" else 0))
+    head_dim = model.kv_lora_rank + model.qk_rope_head_dim
+    wanted = sorted({model.num_heads // tp for tp in tps})
+    out = []
+    for source_gemm, gemm_dtype in MLA_GEMM_DTYPES.items():
+        kept = []
+        for source_kv, kv_dtype in KV_DTYPES.items():
+            part = rows[(rows["gemm_type"] == source_gemm) & (rows["kv_cache_dtype"] == source_kv)]
+            if part.empty:
+                continue
+            if phase == "generation":
+                kernel = _densest(part)
+                part = part[part["kernel_source"] == kernel]
+            else:
+                kernel = " / ".join(sorted(set(part["kernel_source"])))
+            for heads, group in part.groupby("num_heads"):
+                if int(heads) in wanted:
+                    kept.append((AttentionSlice(heads=int(heads), kv_heads=1, head_dim=head_dim, kv_dtype=kv_dtype,
+                                                kernel=kernel, us=""), group))
+        if kept and phase == "context":
+            # kernels switch at different prompt lengths per heads count: keep the lengths every
+            # slice measured, so no slice has a column to carry across a gap
+            common = set.intersection(*({int(v) for v in g["seq"]} for _, g in kept))
+            kept = [(x, g[g["seq"].isin(common)]) for x, g in kept]
+        if kept:
+            out.append(MLAModuleTable(phase=phase, gemm_dtype=gemm_dtype, source_gemm_dtype=source_gemm,
+                                      table=attention_table(kept)))
+    return out
+
+
+def _mla_tables(system: AicSystem, backend: str, version: str, model, tps: list[int], files: dict,
+                notes: list) -> list[MLAModuleTable]:
+    out = []
+    for phase in ("generation", "context"):
+        name = f"mla_{phase}_module"
+        found = system.table_dir("mla", backend, version, name)
+        if found is None:
+            notes.append(f"no {backend} {name} table: that MLA phase from the roofline")
+            continue
+        folder, used_version = found
+        frame = read_table(folder, name)
+        missing = [c for c in ("model", "mla_dtype", "gemm_type", "kv_cache_dtype", "kernel_source", "num_heads",
+                               "batch_size", "isl", "step", "latency") if c not in frame]  # fmt: skip
+        if missing:
+            raise ConfigError(f"{folder}/{name}_perf: missing column(s) {', '.join(missing)}")
+        tables = mla_tables_from_frame(frame, model, tps, notes, phase)
+        if tables:
+            kernels = sorted({x.kernel for t in tables for x in t.table.slices})
+            files[name] = f"{relative(folder, system.root)}/{name}_perf ({'; '.join(kernels)}, version {used_version})"
+        out += tables
+    return out
 
 def _header(tables: KernelTables) -> str:
     s = tables.source
@@ -255,6 +444,9 @@ def _header(tables: KernelTables) -> str:
         f"# {s.package} {s.package_version} ({s.licence}), system {s.system} ({s.device}), converted {s.converted_on}.\n"
         "# Times in microseconds; axes and tables are space-separated numbers (nan: not measured).\n"
         "# Format: simulator/execution/kernels/op_table.py; how a step is priced: docs/kernel_tables.md.\n"
+        + (f"# MoE layers: {s.files['moe']}.\n" if "moe" in s.files else "")
+        + "".join(f"# MLA {what} layers: {s.files[key]}.\n" for what, key in
+                  (("decode", "mla_generation_module"), ("prefill", "mla_context_module")) if key in s.files)
     )
 
 

@@ -150,20 +150,17 @@ class MoERooflineModel:
             a2a_s = 2 * (tokens * m.hidden_size * ACTIVATION_BYTES * (r - 1) / r / link)
         busiest = tokens * self._rank_imbalance
         distinct = distinct_experts(busiest, m.num_experts, m.num_experts_per_token) / lay.ep if m.is_moe else 0.0
+        step = {"new": new, "cached": cached, "active": active, "rows": rows, "micro": micro, "tokens": tokens,
+                "seqs": seqs, "context": context, "window": window, "decode_row": decode_row,
+                "query_keys": query_keys, "query_keys_window": query_keys_window, "busiest": busiest,
+                "distinct": distinct}  # fmt: skip
         stage_s, parts = [], {"linear": 0.0, "experts": 0.0, "attention": 0.0, "exchange": 0.0, "lm_head": 0.0}
         for c in self._stages:
-            linear = np.maximum(c["dense_read_s"], tokens / dp * c["dense_s_per_token"])
-            experts = c["moe_layers"] * np.maximum(distinct * c["expert_read_s"],
-                                                   busiest * c["expert_s_per_token"])
-            kv_full = np.where(active, context, 0.0).sum(axis=-1) * c["kv_s_per_token"]
-            kv_slide = np.where(active, np.minimum(context, window), 0.0).sum(axis=-1) * c["kv_s_per_token"]
-            flops_s = np.where(decode_row, c["attn_absorbed_s"], c["attn_expanded_s"])
-            math_full = (np.where(active, query_keys, 0.0) * flops_s).sum(axis=-1)
-            math_slide = (np.where(active, query_keys_window, 0.0) * flops_s).sum(axis=-1) if window else 0.0
-            attention = (c["full_layers"] * np.maximum(kv_full, math_full)
-                         + c["sliding_layers"] * np.maximum(kv_slide, math_slide)) / micro / dp
+            linear = self._linear_s(c, step)
+            experts = c["moe_layers"] * self._expert_layer_s(c, step) if c["moe_layers"] else 0.0
+            attention = self._attention_s(c, step, active)
             exchange = tokens * c["reduce_s_per_token"] + c["reduce_fixed_s"] + c["moe_layers"] * a2a_s
-            head = np.maximum(c["head_read_s"], seqs / dp * c["head_s_per_row"]) if c["head_read_s"] else 0.0
+            head = self._head_s(c, step) if c["head_read_s"] else 0.0
             for name, value in (("linear", linear), ("experts", experts), ("attention", attention),
                                 ("exchange", exchange), ("lm_head", head)):  # fmt: skip
                 parts[name] = parts[name] + value
@@ -177,6 +174,30 @@ class MoERooflineModel:
         out.update({k: np.where(any_work, v, 0.0) for k, v in parts.items()})
         out["micro_batches"] = micro.astype(np.float64)
         return out
+
+    # --- the parts a measured-table model replaces (simulator/execution/kernels/moe_step_model.py) ---
+    # `step`: the arrays of one call of _terms (rows, tokens and seqs of one micro-batch, ...).
+    def _linear_s(self, c: dict, step: dict) -> np.ndarray:
+        """One micro-batch's dense weights of a stage: read once, or their FLOPs at a group's tokens."""
+        return np.maximum(c["dense_read_s"], step["tokens"] / self.layout.dp * c["dense_s_per_token"])
+
+    def _expert_layer_s(self, c: dict, step: dict) -> np.ndarray:
+        """One MoE layer's routed experts on the busiest rank."""
+        return np.maximum(step["distinct"] * c["expert_read_s"], step["busiest"] * c["expert_s_per_token"])
+
+    def _head_s(self, c: dict, step: dict) -> np.ndarray:
+        return np.maximum(c["head_read_s"], step["seqs"] / self.layout.dp * c["head_s_per_row"])
+
+    def _attention_s(self, c: dict, step: dict, rows: np.ndarray) -> np.ndarray:
+        """One micro-batch of one attention group: the stage's layers over the rows where `rows`."""
+        context, window = step["context"], step["window"]
+        kv_full = np.where(rows, context, 0.0).sum(axis=-1) * c["kv_s_per_token"]
+        kv_slide = np.where(rows, np.minimum(context, window), 0.0).sum(axis=-1) * c["kv_s_per_token"]
+        flops_s = np.where(step["decode_row"], c["attn_absorbed_s"], c["attn_expanded_s"])
+        math_full = (np.where(rows, step["query_keys"], 0.0) * flops_s).sum(axis=-1)
+        math_slide = (np.where(rows, step["query_keys_window"], 0.0) * flops_s).sum(axis=-1) if window else 0.0
+        return (c["full_layers"] * np.maximum(kv_full, math_full)
+                + c["sliding_layers"] * np.maximum(kv_slide, math_slide)) / step["micro"] / self.layout.dp
 
     @staticmethod
     def _total(terms: dict[str, np.ndarray]) -> np.ndarray:

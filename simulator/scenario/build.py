@@ -15,7 +15,7 @@ from simulator.common.errors import ConfigError
 from simulator.common.limits import MAX_KV_BLOCKS, MAX_KV_BLOCKS_PER_REPLICA
 from simulator.execution import ExecutionModel, RooflineEfficiency, RooflineModel, StepOverhead
 from simulator.execution.calibration_file import REPO_ROOT, calibrated_model
-from simulator.execution.kernels.resolve import find_tables, kernel_model
+from simulator.execution.kernels.resolve import find_tables, kernel_model, moe_kernel_model
 from simulator.execution.moe_roofline import MoERooflineModel
 from simulator.scenario.schema import Scenario, pool_scenario, resolve_model
 from simulator.scheduling import DeviceClass
@@ -79,6 +79,10 @@ def _kernel_tables(scenario: Scenario) -> tuple[ExecutionModel | None, str]:
         path, why = find_tables(ex.engine, ex.engine_version, hardware.name, model.name)
         if path is None:
             return None, f"{why}: step times from the roofline model"
+    if model.is_moe:
+        return moe_kernel_model(path, model, hardware, layout=dep.layout, weight_dtype=dep.weight_dtype,
+                                kv_dtype=dep.kv_dtype, expert_dtype=dep.expert_dtype, micro_batches=dep.micro_batches,
+                                routing_imbalance=dep.routing_imbalance, check_names=named)  # fmt: skip
     return kernel_model(path, model, hardware, tp=dep.tensor_parallel, weight_dtype=dep.weight_dtype,
                         kv_dtype=dep.kv_dtype, host_overhead=ex.host_overhead.model_dump(exclude_none=True),
                         allreduce=ex.allreduce, check_names=named)  # fmt: skip
@@ -89,10 +93,12 @@ def execution_model(scenario: Scenario) -> ExecutionModel:
     of its serving engine where llmsim ships them for the model and GPU; else the roofline (which
     then says why)."""
     if scenario.execution.calibration is None:
-        notice = ""
-        if scenario.execution.uses_kernel_tables and needs_moe_roofline(scenario.model_spec(), scenario.deployment):
-            notice = ("kernel tables price dense tensor-parallel models only (no MoE, MLA or parallel-layout "
-                      "tables are shipped): step times from the roofline model")
+        notice, spec = "", scenario.model_spec()
+        if (scenario.execution.uses_kernel_tables and not spec.is_moe
+                and needs_moe_roofline(spec, scenario.deployment)):  # fmt: skip
+            notice = ("kernel tables price dense tensor-parallel models and mixtures of experts (none for a dense "
+                      "model's latent attention, sliding windows or parallel layouts): step times from the roofline "
+                      "model")
         elif scenario.execution.uses_kernel_tables:
             model, notice = _kernel_tables(scenario)
             if model is not None:

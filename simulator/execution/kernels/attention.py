@@ -173,9 +173,11 @@ class PrefillAttention:
             hit = self._by_rows[rows] = (np.sqrt(per_row), float(per_row[-1]), until, code)
         return hit
 
-    def seconds(self, new: np.ndarray, cached: np.ndarray) -> tuple[float, Provenance]:
-        rows = len(new)
-        if rows == 0:
+    def seconds(self, new: np.ndarray, cached: np.ndarray, batch: int | None = None) -> tuple[float, Provenance]:
+        """Seconds of one layer for prefill rows, and the provenance. `batch`: the rows one kernel
+        launch holds when that is not all of them (attention groups, micro-batches)."""
+        rows = batch or len(new)
+        if len(new) == 0:
             return 0.0, Provenance.MEASURED
         root, last, until, code = self._knots(rows)
         full = new + cached

@@ -4,7 +4,11 @@ A file holds, for the per-rank shapes the model runs at tensor parallelism 1, 2,
 kernel times a step is built from: GEMMs (by M = tokens, at each needed N x K), prefill and
 decode attention (by batch and sequence length, per heads / KV heads / head dim / KV dtype),
 collectives (by bytes and ranks, per implementation) and the constants of the bandwidth model
-for element-wise kernels. A YAML header says where the numbers came from (package, version,
+for element-wise kernels. A mixture-of-experts model's file adds its MoE layer (routed experts,
+routing to dispatch included) by tokens entering the layer, per expert layout (ranks each expert
+is split over x ranks the experts spread over) and expert dtype, with the routing the tokens were
+drawn from, and a latent-attention model's its attention layer measured whole (projections and
+kernel) by batch and KV length (decode) or prompt length (prefill); every family is optional. A YAML header says where the numbers came from (package, version,
 system, engine and its version, licence, date). Numbers are stored compactly: each axis and each
 table of times is one string of space-separated values (`nan` where nothing was measured), so a
 file stays small and loads fast.
@@ -130,6 +134,53 @@ class CollectiveTable(_Strict):
     curves: list[CollectiveCurve]
 
 
+class MoELayout(_Strict):
+    """One expert layout: each expert split over `tp` ranks, the experts spread over `ep` ranks;
+    times of one rank's MoE layer over the table's tokens axis."""
+
+    tp: int = Field(..., ge=1, description="ranks each expert's width is split over (moe_tp)")
+    ep: int = Field(..., ge=1, description="ranks the experts are spread over")
+    kernel: str = ""
+    us: str
+
+
+class MoETable(_Strict):
+    """One MoE layer shape in one expert dtype, measured at several layouts."""
+
+    dtype: str = Field(..., description="the experts' dtype as llmsim names it: bf16, fp8, fp4, mxfp4")
+    source_dtype: str = Field("", description="the quantisation as the source names it, e.g. fp8_block")
+    hidden: int = Field(..., gt=0)
+    inter: int = Field(..., gt=0, description="one expert's intermediate width, before any split")
+    topk: int = Field(..., gt=0)
+    experts: int = Field(..., gt=0)
+    distribution: str = Field(..., description="routing the tokens were drawn from: balanced (equal tokens per "
+                              "expert) or the source's power_law_<alpha>")
+    tokens: str = Field(..., description="tokens entering the layer across its tp x ep ranks, ascending")
+    layouts: list[MoELayout]
+
+    @field_validator("layouts")
+    @classmethod
+    def _some_layouts(cls, value: list[MoELayout]) -> list[MoELayout]:
+        if not value:
+            raise ValueError("a MoE table needs at least one layout")
+        seen = [(x.tp, x.ep) for x in value]
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"layouts repeat a tp x ep pair: {seen}")
+        return value
+
+
+class MLAModuleTable(_Strict):
+    """A multi-head latent attention layer measured whole (its projections and the attention
+    kernel) on one rank: slices per query heads on the rank (KV heads 1, head dim = latent +
+    rotary width) and KV dtype, on the batch x KV-length grid."""
+
+    phase: Literal["generation", "context"] = Field(..., description="decode rows (KV length axis) or prefill "
+                                                    "rows (prompt length axis)")
+    gemm_dtype: str = Field(..., description="dtype of the module's projections: bf16 or fp8")
+    source_gemm_dtype: str = ""
+    table: AttentionTable
+
+
 class ElementwiseModel(_Strict):
     """Norms, rotary, activation, residual adds, KV writes, sampling: no measured table exists, so
     time = bytes / (bandwidth x efficiency) + floor per kernel."""
@@ -152,6 +203,8 @@ class KernelTables(_Strict):
     generation_attention: AttentionTable | None = None
     collectives: CollectiveTable | None = None
     elementwise: ElementwiseModel
+    moe: list[MoETable] = Field(default_factory=list, description="MoE layers, in order of preference per dtype")
+    mla: list[MLAModuleTable] = Field(default_factory=list, description="latent-attention layers, measured whole")
 
     @field_validator("engine")
     @classmethod
@@ -167,6 +220,16 @@ class KernelTables(_Strict):
     def gemm_dtypes(self) -> list[str]:
         return [g.dtype for g in self.gemm]
 
+    def moe_for(self, dtype: str) -> list[MoETable]:
+        return [t for t in self.moe if t.dtype == dtype]
+
+    @property
+    def moe_dtypes(self) -> list[str]:
+        return sorted({t.dtype for t in self.moe})
+
+    def mla_for(self, gemm_dtype: str, phase: str = "generation") -> MLAModuleTable | None:
+        return next((t for t in self.mla if t.gemm_dtype == gemm_dtype and t.phase == phase), None)
+
     @property
     def kv_dtypes(self) -> list[str]:
         table = self.generation_attention
@@ -174,6 +237,9 @@ class KernelTables(_Strict):
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
+        for family in ("moe", "mla"):
+            if not data.get(family):
+                data.pop(family, None)  # a dense model's file stays as it was
         return yaml.safe_dump(data, sort_keys=False, width=100000)
 
 

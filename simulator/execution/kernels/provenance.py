@@ -37,8 +37,12 @@ def source_of(execution: dict) -> str:
         return f"prefill: {source_of(execution['prefill'])}; decode: {source_of(execution['decode'])}"
     if execution.get("kernel_tables"):
         src = execution.get("source", {})
-        return (f"measured kernel tables of {execution.get('engine')} {execution.get('engine_version')} from "
+        line = (f"measured kernel tables of {execution.get('engine')} {execution.get('engine_version')} from "
                 f"{src.get('package', '?')} {src.get('package_version', '')} ({execution['kernel_tables']})")
+        if execution.get("from_tables"):  # a mixture of experts: some parts measured, the rest roofline
+            line += f" for {execution['from_tables']}; {execution['from_roofline']} from the roofline"
+            line += "".join(f" ({note})" for note in execution.get("notes", []))
+        return line
     if execution.get("calibration"):
         return f"{execution.get('provenance', '')} calibration {execution['calibration']}"
     where = execution.get("provenance", "")

@@ -31,7 +31,8 @@ from simulator.execution.kernels.shapes import rank_shapes
 from simulator.spec import HardwareSpec, ModelSpec, compute_dtype_for, dtype_bytes
 from simulator.spec.memory import ACTIVATION_BYTES
 
-TABLE_DTYPE = {"fp32": "fp32", "fp16": "bf16", "bf16": "bf16", "fp8": "fp8"}  # fp16 runs at bf16's speed
+# fp16 runs at bf16's speed; fp4 is NVFP4 (W4A4 on Blackwell)
+TABLE_DTYPE = {"fp32": "fp32", "fp16": "bf16", "bf16": "bf16", "fp8": "fp8", "fp4": "fp4", "nvfp4": "fp4"}
 
 
 class KernelTableModel:
