@@ -191,8 +191,8 @@ def collectives_holdout(table, errors: Errors, every: int) -> None:
 
 
 def accuracy(systems: list[str], every: int) -> None:
-    from calibration.fitting.aiconfigurator import (
-        _collectives,
+    from calibration.fitting.aiconfigurator import _collectives
+    from calibration.fitting.aiconfigurator_frames import (
         attention_candidates,
         attention_table,
         gemm_table_from_frame,
@@ -257,7 +257,7 @@ def moe_holdout(frame, errors: Errors, every: int, label: str) -> int:
 
 
 def moe_accuracy(systems: list[str], every: int) -> None:
-    from calibration.fitting.aiconfigurator import mla_tables_from_frame
+    from calibration.fitting.aiconfigurator_moe import mla_tables_from_frame
     from calibration.fitting.aiconfigurator_source import open_system, read_table
     from simulator.spec import get_model
 

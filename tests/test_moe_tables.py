@@ -393,7 +393,7 @@ def mla_prefill_us(b, prompt):
 
 
 def mla_tables(with_mla=True, heads=16, prefill=False):
-    from calibration.fitting.aiconfigurator import moe_model_gemms
+    from calibration.fitting.aiconfigurator_moe import moe_model_gemms
     from simulator.execution.kernels.op_table import AttentionSlice, AttentionTable, MLAModuleTable
 
     gemms = {(g.n, g.k) for g in moe_model_gemms(V3, [8])}

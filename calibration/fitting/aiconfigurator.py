@@ -8,9 +8,10 @@ or around each rank's heads, the collectives for those rank counts. It asks the 
 selection rules which ones those are, so file and model cannot disagree.
 
 A mixture of experts gets its MoE layer (the measurements of its hidden size, expert width, top-k
-and expert count, at every expert layout of up to a node's GPUs and every expert dtype measured)
-and the GEMMs of its attention projections, dense MLPs, shared experts and LM head; its
-attention and exchanges stay on the roofline, so no attention or collective tables are kept.
+and expert count, at every expert layout of up to a node's GPUs and every expert dtype measured),
+the GEMMs of its attention projections, dense MLPs, shared experts and LM head, and with latent
+attention its measured MLA modules (calibration/fitting/aiconfigurator_moe.py); its exchanges
+stay on the roofline, so no collective tables are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.fitting.aiconfigurator_frames import (
+    GEMM_DTYPES,
+    MS_TO_US,
+    attention_candidates,
+    attention_table,
+    gemm_table_from_frame,
+)
+from calibration.fitting.aiconfigurator_moe import (
+    mla_tables,
+    moe_attention_tps,
+    moe_model_gemms,
+    moe_tables,
+)
 from calibration.fitting.aiconfigurator_source import (
     BACKENDS,
     LICENCE,
@@ -32,87 +46,23 @@ from calibration.fitting.aiconfigurator_source import (
 from simulator.common.errors import ConfigError, unknown_choice
 from simulator.execution.kernels.attention import resolve_slice
 from simulator.execution.kernels.gemm import GemmCurves
-from simulator.execution.kernels.moe_step_model import attention_gemms, mlp_gemms
 from simulator.execution.kernels.op_table import (
     FORMAT,
-    AttentionSlice,
     AttentionTable,
     CollectiveCurve,
     CollectiveTable,
     ElementwiseModel,
-    GemmSite,
     GemmTable,
     KernelTables,
-    MLAModuleTable,
-    MoELayout,
-    MoETable,
     Source,
     format_numbers,
     version_key,
     write_kernel_tables,
 )
-from simulator.execution.kernels.shapes import Gemm, rank_shapes, valid_tp_degrees
+from simulator.execution.kernels.shapes import rank_shapes, valid_tp_degrees
 from simulator.spec import get_model
 
-# per-tensor fp8 W8A8, as vLLM serves fp8 checkpoints; NVFP4 W4A4 where measured (Blackwell)
-GEMM_DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "nvfp4": "fp4"}
-KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
-MS_TO_US = 1000.0
 ELEMENT_BYTES = 2.0  # collective tables count 16-bit elements
-
-
-def _densest(frame, column: str = "kernel_source") -> str:
-    """The kernel with the most measurements (the engine's main path for that table)."""
-    counts = frame.groupby(column).size()
-    return str(counts.sort_values(ascending=False, kind="stable").index[0])
-
-
-def gemm_table_from_frame(frame, source_dtype: str) -> GemmTable | None:
-    """Every measured shape of one GEMM dtype (its densest kernel), as one of our GEMM tables."""
-    rows = frame[frame["gemm_dtype"] == source_dtype]
-    if rows.empty:
-        return None
-    kernel = _densest(rows)
-    rows = rows[rows["kernel_source"] == kernel]
-    grid = rows.pivot_table(index=["n", "k"], columns="m", values="latency", aggfunc="min")
-    return GemmTable(
-        dtype=GEMM_DTYPES[source_dtype], kernel=kernel, m=format_numbers(np.array(grid.columns, dtype=float)),
-        n_max=int(rows["n"].max()), k_max=int(rows["k"].max()),
-        sites=[GemmSite(n=int(n), k=int(k), us=format_numbers(v * MS_TO_US)) for (n, k), v in
-               zip(grid.index, grid.to_numpy())],
-    )
-
-
-def attention_candidates(frame, phase: str, head_dim: int) -> list[tuple[AttentionSlice, object]]:
-    """Every measured heads / KV heads slice at `head_dim` (bf16 attention, each KV dtype's densest
-    kernel), with its rows; `seq` is the prompt length (prefill) or the KV length isl + step (decode)."""
-    frame = frame[(frame["attn_dtype"] == "bfloat16") & (frame["head_dim"] == head_dim)]
-    for column, value in (("beam_width", 1), ("window_size", 0)):
-        if column in frame:
-            frame = frame[frame[column] == value]
-    frame = frame.assign(seq=frame["isl"] + (frame["step"] if phase == "generation" else 0))
-    out = []
-    for source_kv, kv_dtype in KV_DTYPES.items():
-        rows = frame[frame["kv_cache_dtype"] == source_kv]
-        if rows.empty:
-            continue
-        kernel = _densest(rows)
-        for (q, kv), group in rows[rows["kernel_source"] == kernel].groupby(["num_heads", "num_key_value_heads"]):
-            out.append((AttentionSlice(heads=int(q), kv_heads=int(kv), head_dim=head_dim, kv_dtype=kv_dtype,
-                                       kernel=kernel, us=""), group))
-    return out
-
-
-def attention_table(kept) -> AttentionTable:
-    """Slices (with their rows) on one shared batch x seq grid; `nan` where a slice lacks a cell."""
-    batch = np.array(sorted({int(b) for _, g in kept for b in g["batch_size"]}), dtype=float)
-    seq = np.array(sorted({int(v) for _, g in kept for v in g["seq"]}), dtype=float)
-    slices = []
-    for s, group in kept:
-        grid = group.pivot_table(index="batch_size", columns="seq", values="latency", aggfunc="min")
-        grid = grid.reindex(index=batch, columns=seq)
-        slices.append(s.model_copy(update={"us": format_numbers(grid.to_numpy().ravel() * MS_TO_US)}))
-    return AttentionTable(batch=format_numbers(batch), seq=format_numbers(seq), slices=slices)
 
 
 def _gemm_tables(system: AicSystem, backend: str, version: str, gemms, files: dict) -> list[GemmTable]:
@@ -233,8 +183,8 @@ def convert(system_name: str, backend: str, model_name: str, version: str | None
     if model.is_moe:
         tps = moe_attention_tps(model, gpus)
         gemm = _gemm_tables(system, backend, version, moe_model_gemms(model, tps), files)
-        moe = _moe_tables(system, backend, version, model, gpus, files, notes)
-        mla = _mla_tables(system, backend, version, model, tps, files, notes) if model.uses_mla else []
+        moe = moe_tables(system, backend, version, model, gpus, files, notes)
+        mla = mla_tables(system, backend, version, model, tps, files, notes) if model.uses_mla else []
         return _tables(system, hardware, backend, version, model, tps, files, notes, command, gemm=gemm, moe=moe,
                        mla=mla)
     tps = [tp for tp in valid_tp_degrees(model) if tp <= gpus]
@@ -268,174 +218,6 @@ def _tables(system: AicSystem, hardware: str, backend: str, version: str, model,
     return KernelTables(format=FORMAT, model=model.name, hardware=hardware, engine=backend, engine_version=version,
                         tensor_parallel=tps, source=source, elementwise=elementwise, **families)
 
-
-# --- mixtures of experts --------------------------------------------------------------------
-# llmsim expert dtype -> the package's MoE quantisation modes, in order of preference; the first one
-# measured at the model's shape is kept. DeepSeek-V3 and Qwen3's fp8 checkpoints are 128x128
-# block-scaled, and vLLM serves them with the block kernels; the per-tensor kernel (ModelOpt
-# checkpoints) measures several times slower at small batches, so it only stands in for a shape
-# without block-scaled measurements, never for a missing layout.
-MOE_DTYPES = {"bf16": ("bfloat16",), "fp8": ("fp8_block", "fp8"), "fp4": ("nvfp4",), "mxfp4": ("w4a16_mxfp4",)}
-MOE_SHAPE = ("hidden_size", "inter_size", "topk", "num_experts")
-
-
-def moe_attention_tps(model, gpus: int) -> list[int]:
-    """Attention tensor-parallel degrees (1, 2, 4, 8 up to a node) the model's heads split by."""
-    out = []
-    for tp in (1, 2, 4, 8):
-        if tp > gpus or model.num_heads % tp:
-            continue
-        if not model.uses_mla and model.num_kv_heads % tp and tp % model.num_kv_heads:
-            continue
-        if model.intermediate_size % tp or model.shared_expert_intermediate_size % tp:
-            continue
-        out.append(tp)
-    return out
-
-
-def moe_model_gemms(model, tps: list[int]) -> list:
-    """Every dense GEMM shape the MoE step model reads at these attention tp degrees."""
-    out = []
-    for tp in tps:
-        out += attention_gemms(model, tp)
-        if model.first_dense_layers:
-            out += mlp_gemms(model.hidden_size, model.intermediate_size, tp, "mlp")
-        out += mlp_gemms(model.hidden_size, model.shared_expert_intermediate_size, tp, "shared")
-        out.append(Gemm("lm_head", -(-model.vocab_size // tp), model.hidden_size))
-    return out
-
-
-def moe_table_from_frame(frame, model, source_dtype: str, dtype: str, max_ranks: int) -> MoETable | None:
-    """The measurements of the model's MoE shape in one quantisation mode, every layout of at most
-    `max_ranks` ranks; balanced routing where measured (the simulator applies its own imbalance).
-    Where several kernels measured a layout, the one with the most points (then the faster) is kept."""
-    shape = (model.hidden_size, model.moe_intermediate_size, model.num_experts_per_token, model.num_experts)
-    rows = frame[(frame["moe_dtype"] == source_dtype)]
-    for column, value in zip(MOE_SHAPE, shape):
-        rows = rows[rows[column] == value]
-    rows = rows[rows["moe_tp_size"] * rows["moe_ep_size"] <= max_ranks]
-    if rows.empty:
-        return None
-    distributions = set(rows["distribution"])
-    distribution = "balanced" if "balanced" in distributions else _densest(rows, "distribution")
-    rows = rows[rows["distribution"] == distribution]
-    tokens = np.array(sorted({int(t) for t in rows["num_tokens"]}), dtype=float)
-    layouts = []
-    for (tp, ep), group in rows.groupby(["moe_tp_size", "moe_ep_size"]):
-        stats = group.groupby("kernel_source")["latency"].agg(["size", "median"])
-        kernel = str(stats.sort_values(["size", "median"], ascending=[False, True], kind="stable").index[0])
-        series = group[group["kernel_source"] == kernel].groupby("num_tokens")["latency"].min().reindex(tokens)
-        layouts.append(MoELayout(tp=int(tp), ep=int(ep), kernel=kernel, us=format_numbers(series.to_numpy() * MS_TO_US)))
-    return MoETable(dtype=dtype, source_dtype=source_dtype, hidden=shape[0], inter=shape[1], topk=shape[2],
-                    experts=shape[3], distribution=distribution, tokens=format_numbers(tokens), layouts=layouts)
-
-
-def _moe_tables(system: AicSystem, backend: str, version: str, model, gpus: int, files: dict,
-                notes: list) -> list[MoETable]:
-    found = system.table_dir("moe", backend, version, "moe")
-    if found is None:
-        raise ConfigError(f"aiconfigurator {system.name}: no {backend} MoE table at or below {version}")
-    folder, used_version = found
-    frame = read_table(folder, "moe")
-    missing = [c for c in ("moe_dtype", "num_tokens", *MOE_SHAPE, "moe_tp_size", "moe_ep_size", "distribution",
-                           "kernel_source", "latency") if c not in frame]  # fmt: skip
-    if missing:
-        raise ConfigError(f"{folder}/moe_perf: missing column(s) {', '.join(missing)}")
-    out = []
-    for dtype, sources in MOE_DTYPES.items():
-        for source_dtype in sources:
-            table = moe_table_from_frame(frame, model, source_dtype, dtype, gpus)
-            if table is not None:
-                out.append(table)
-                break
-    if not out:
-        raise ConfigError(
-            f"aiconfigurator {system.name}/{backend} {used_version}: no MoE measurements of {model.name}'s shape "
-            f"(hidden {model.hidden_size}, expert width {model.moe_intermediate_size}, top-{model.num_experts_per_token} "
-            f"of {model.num_experts})"
-        )
-    kernels = sorted({x.kernel for t in out for x in t.layouts})
-    files["moe"] = f"{relative(folder, system.root)}/moe_perf ({'; '.join(kernels)}, version {used_version})"
-    notes += [f"moe {t.dtype} ({t.source_dtype}, {t.distribution} routing): layouts moe_tp x ep "
-              f"{' '.join(f'{x.tp}x{x.ep}' for x in t.layouts)}" for t in out]
-    return out
-
-
-
-# --- multi-head latent attention ------------------------------------------------------------
-# The package's MLA module tables name the model they were measured with; the catalog shapes
-# they stand for (hidden, heads, q_lora, kv_lora, rope, nope, v).
-MLA_SHAPES = {"deepseek-ai/DeepSeek-V3": (7168, 128, 1536, 512, 64, 128, 128)}
-MLA_GEMM_DTYPES = {"bfloat16": "bf16", "fp8_block": "fp8"}
-
-
-def mla_shape(model) -> tuple:
-    return (model.hidden_size, model.num_heads, model.q_lora_rank, model.kv_lora_rank, model.qk_rope_head_dim,
-            model.head_dim, model.v_head_dim)
-
-
-def mla_tables_from_frame(frame, model, tps: list[int], notes: list, phase: str = "generation"
-                          ) -> list[MLAModuleTable]:  # fmt: skip
-    """MLA modules measured at the model's shape: per projection dtype, the slices of the heads
-    one rank holds at each tp and each KV dtype. Decode: the KV dtype's densest kernel, seq = KV
-    length. Prefill: the engine switches kernels with the prompt length, so each cell takes the
-    fastest kernel measured there, seq = prompt length."""
-    names = [name for name, shape in MLA_SHAPES.items() if shape == mla_shape(model)]
-    rows = frame[frame["model"].isin(names) & (frame["mla_dtype"] == "bfloat16")]
-    if rows.empty:
-        notes.append(f"no MLA module measured at {model.name}'s shape: its attention from the roofline")
-        return []
-    rows = rows.assign(seq=rows["isl"] + (rows["step"] if phase == "generation" else 0))
-    head_dim = model.kv_lora_rank + model.qk_rope_head_dim
-    wanted = sorted({model.num_heads // tp for tp in tps})
-    out = []
-    for source_gemm, gemm_dtype in MLA_GEMM_DTYPES.items():
-        kept = []
-        for source_kv, kv_dtype in KV_DTYPES.items():
-            part = rows[(rows["gemm_type"] == source_gemm) & (rows["kv_cache_dtype"] == source_kv)]
-            if part.empty:
-                continue
-            if phase == "generation":
-                kernel = _densest(part)
-                part = part[part["kernel_source"] == kernel]
-            else:
-                kernel = " / ".join(sorted(set(part["kernel_source"])))
-            for heads, group in part.groupby("num_heads"):
-                if int(heads) in wanted:
-                    kept.append((AttentionSlice(heads=int(heads), kv_heads=1, head_dim=head_dim, kv_dtype=kv_dtype,
-                                                kernel=kernel, us=""), group))
-        if kept and phase == "context":
-            # kernels switch at different prompt lengths per heads count: keep the lengths every
-            # slice measured, so no slice has a column to carry across a gap
-            common = set.intersection(*({int(v) for v in g["seq"]} for _, g in kept))
-            kept = [(x, g[g["seq"].isin(common)]) for x, g in kept]
-        if kept:
-            out.append(MLAModuleTable(phase=phase, gemm_dtype=gemm_dtype, source_gemm_dtype=source_gemm,
-                                      table=attention_table(kept)))
-    return out
-
-
-def _mla_tables(system: AicSystem, backend: str, version: str, model, tps: list[int], files: dict,
-                notes: list) -> list[MLAModuleTable]:
-    out = []
-    for phase in ("generation", "context"):
-        name = f"mla_{phase}_module"
-        found = system.table_dir("mla", backend, version, name)
-        if found is None:
-            notes.append(f"no {backend} {name} table: that MLA phase from the roofline")
-            continue
-        folder, used_version = found
-        frame = read_table(folder, name)
-        missing = [c for c in ("model", "mla_dtype", "gemm_type", "kv_cache_dtype", "kernel_source", "num_heads",
-                               "batch_size", "isl", "step", "latency") if c not in frame]  # fmt: skip
-        if missing:
-            raise ConfigError(f"{folder}/{name}_perf: missing column(s) {', '.join(missing)}")
-        tables = mla_tables_from_frame(frame, model, tps, notes, phase)
-        if tables:
-            kernels = sorted({x.kernel for t in tables for x in t.table.slices})
-            files[name] = f"{relative(folder, system.root)}/{name}_perf ({'; '.join(kernels)}, version {used_version})"
-        out += tables
-    return out
 
 def _header(tables: KernelTables) -> str:
     s = tables.source

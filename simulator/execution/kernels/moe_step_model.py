@@ -38,7 +38,7 @@ from simulator.execution.kernels.interpolate import Provenance
 from simulator.execution.kernels.moe import TABLE_EXPERT_DTYPE, find_curve
 from simulator.execution.kernels.op_table import KernelTables
 from simulator.execution.kernels.shapes import Gemm
-from simulator.execution.kernels.step_model import TABLE_DTYPE
+from simulator.execution.kernels.step_model import TABLE_DTYPE, table_origin
 from simulator.execution.moe_roofline import (
     DEFAULT_EFFICIENCY,
     DEFAULT_OVERHEAD,
@@ -330,7 +330,6 @@ class MoEKernelTableModel(MoERooflineModel):
     # --- reporting ---------------------------------------------------------------------------
     def describe(self) -> dict:
         out = super().describe()
-        src = self.tables.source
         table_parts = []
         if self.curve is not None:
             table_parts.append("MoE layers")
@@ -340,11 +339,7 @@ class MoEKernelTableModel(MoERooflineModel):
             table_parts.append("MLA decode" + (" and prefill" if self.mla_prefill is not None else "") + " layers")
         out.update({
             "provenance": self.provenance,
-            "engine": self.tables.engine,
-            "engine_version": self.tables.engine_version,
-            "kernel_tables": self.where,
-            "source": {"package": src.package, "package_version": src.package_version, "licence": src.licence,
-                       "system": src.system, "backend": src.backend, "backend_version": src.backend_version},
+            **table_origin(self.tables, self.where),
             "moe_table": self.curve.describe() if self.curve is not None else "roofline",
             "gemm_kernel": self.gemm.table.kernel if self.gemm is not None else "roofline",
             "mla_module": {phase: ", ".join(f"{x.heads} heads {x.kv_dtype} ({x.kernel})" for x in part.pricer.slices)

@@ -35,6 +35,14 @@ from simulator.spec.memory import ACTIVATION_BYTES
 TABLE_DTYPE = {"fp32": "fp32", "fp16": "bf16", "bf16": "bf16", "fp8": "fp8", "fp4": "fp4", "nvfp4": "fp4"}
 
 
+def table_origin(tables: KernelTables, where: str) -> dict:
+    """The `describe()` entries naming a kernel-table file, its engine and what it was converted from."""
+    src = tables.source
+    return {"engine": tables.engine, "engine_version": tables.engine_version, "kernel_tables": where,
+            "source": {"package": src.package, "package_version": src.package_version, "licence": src.licence,
+                       "system": src.system, "backend": src.backend, "backend_version": src.backend_version}}
+
+
 class KernelTableModel:
     provenance = "kernel-tables"
 
@@ -295,7 +303,6 @@ class KernelTableModel:
         return out
 
     def describe(self) -> dict:
-        src = self.tables.source
         slices = {
             "decode": self._slice_info(self.decode),
             "prefill": self._slice_info(self.prefill),
@@ -307,11 +314,7 @@ class KernelTableModel:
             "tp": self.tp,
             "weight_dtype": self.weight_dtype,
             "kv_dtype": self.kv_dtype,
-            "engine": self.tables.engine,
-            "engine_version": self.tables.engine_version,
-            "kernel_tables": self.where,
-            "source": {"package": src.package, "package_version": src.package_version, "licence": src.licence,
-                       "system": src.system, "backend": src.backend, "backend_version": src.backend_version},
+            **table_origin(self.tables, self.where),
             "gemm_kernel": self.gemm.table.kernel,
             "attention": slices,
             "allreduce": self._allreduce[True],
