@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from aiconfigurator_tree import new_system, write_table
 
 from calibration.fitting.aiconfigurator import convert, write
 from simulator.common.errors import ConfigError
@@ -321,41 +322,26 @@ def test_every_shipped_file_loads_and_prices_its_model():
 # --- converter ------------------------------------------------------------------------------
 def fixture_tree(root):
     """A hand-made aiconfigurator systems folder (CSV files of its columns, times in ms)."""
-    import pandas as pd
-
-    root.mkdir(parents=True)
-    (root / "VERSION").write_text("0.12.0\n")
-    (root / "query_versions.yaml").write_text("defaults:\n  vllm: {current: '0.24.0'}\n")
-    (root / "h100_sxm.yaml").write_text(
-        "data_dir: data/h100_sxm\ngpu: {mem_bw_empirical_scaling_factor: 0.8, mem_empirical_constant_latency: 3.0e-6}\n"
-        "node: {num_gpus_per_node: 8}\nmisc: {nccl_version: '2.27.3'}\n")
-    data = root / "data" / "h100_sxm"
-    common = {"framework": "VLLM", "version": "0.24.0", "device": "NVIDIA H100 80GB HBM3"}
+    data, common = new_system(root, "h100_sxm", "NVIDIA H100 80GB HBM3", nccl="2.27.3")
     rows = [{**common, "op_name": "gemm", "kernel_source": "torch", "gemm_dtype": "bfloat16", "m": m, "n": n, "k": k,
              "latency": 1e-3 * (m * n * k) ** 0.25}
             for m in (1, 64, 4096) for n in (512, 1024, 4096, 16384, 65536) for k in (1024, 4096, 16384)]
-    folder = data / "gemm" / "vllm" / "0.24.0"
-    folder.mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(folder / "gemm_perf.csv", index=False)
-    folder = data / "attention" / "vllm" / "0.24.0"
-    folder.mkdir(parents=True)
+    write_table(data, "gemm", "vllm", "0.24.0", "gemm", rows)
     for phase in ("context", "generation"):
         att = [{**common, "op_name": f"{phase}_attention", "kernel_source": "fa", "batch_size": b,
                 "isl": 1 if phase == "generation" else s, "num_heads": q, "num_key_value_heads": kv, "head_dim": 128,
                 "beam_width": 1, "attn_dtype": "bfloat16", "kv_cache_dtype": "bfloat16",
                 "step": s - 1 if phase == "generation" else 0, "window_size": 0, "latency": 0.01 * b * s / 1000}
                for q, kv in ((32, 8), (16, 4), (8, 2), (4, 1), (64, 8)) for b in (1, 8) for s in (16, 4096)]
-        pd.DataFrame(att).to_csv(folder / f"{phase}_attention_perf.csv", index=False)
+        write_table(data, "attention", "vllm", "0.24.0", f"{phase}_attention", att)
     for backend, version, stem, extra in (("vllm", "0.24.0", "custom_allreduce", {"allreduce_dtype": "bfloat16"}),
                                           ("nccl", "2.27.3", "nccl", {"nccl_dtype": "half"})):
-        folder = data / "comm" / backend / version
-        folder.mkdir(parents=True)
         comm = [{**common, "op_name": op, "kernel_source": src, "num_gpus": g, "message_size": size,
                  "latency": 0.005 + size * 1e-9, **extra}
                 for op, src in ((("all_reduce", "vLLM_custom_graph"), ("all_reduce", "vLLM_custom_eager"))
                                 if backend == "vllm" else (("all_reduce", "NCCL"), ("all_gather", "NCCL")))
                 for g in (2, 4, 8) for size in (128, 65536, 33554432)]
-        pd.DataFrame(comm).to_csv(folder / f"{stem}_perf.csv", index=False)
+        write_table(data, "comm", backend, version, stem, comm)
     return root
 
 

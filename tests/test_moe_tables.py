@@ -6,6 +6,7 @@ import importlib.util
 import numpy as np
 import pytest
 import yaml
+from aiconfigurator_tree import new_system, write_table
 
 from calibration.fitting.aiconfigurator import convert, write
 from simulator.common.errors import ConfigError
@@ -264,23 +265,12 @@ def test_every_shipped_moe_file_prices_its_model_at_its_layouts():
 
 def fixture_tree(root):
     """A hand-made aiconfigurator systems folder: GEMMs and MoE layers (CSV of its columns, times in ms)."""
-    import pandas as pd
-
-    root.mkdir(parents=True)
-    (root / "VERSION").write_text("0.12.0\n")
-    (root / "query_versions.yaml").write_text("defaults:\n  vllm: {current: '0.24.0'}\n")
-    (root / "h200_sxm.yaml").write_text(
-        "data_dir: data/h200_sxm\ngpu: {mem_bw_empirical_scaling_factor: 0.8, mem_empirical_constant_latency: 3.0e-6}\n"
-        "node: {num_gpus_per_node: 8}\n")
-    data = root / "data" / "h200_sxm"
-    common = {"framework": "VLLM", "version": "0.24.0", "device": "NVIDIA H200"}
+    data, common = new_system(root, "h200_sxm", "NVIDIA H200")
     gemm = [{**common, "op_name": "gemm", "kernel_source": kernel, "gemm_dtype": dtype, "m": m, "n": n, "k": k,
              "latency": scale * 1e-3 * (m * n * k) ** 0.25}
             for dtype, kernel, scale in (("bfloat16", "torch", 1.0), ("nvfp4", "cutedsl", 0.5))
             for m in (1, 64, 4096) for n in (1024, 4096, 16384, 65536, 262144) for k in (1024, 4096)]
-    folder = data / "gemm" / "vllm" / "0.24.0"
-    folder.mkdir(parents=True)
-    pd.DataFrame(gemm).to_csv(folder / "gemm_perf.csv", index=False)
+    write_table(data, "gemm", "vllm", "0.24.0", "gemm", gemm)
     moe = []
     for dtype, kernel, layouts in (("fp8_block", "cutlass", ((1, 2), (1, 4), (1, 8), (1, 16))),
                                    ("fp8_block", "triton", ((1, 1), (2, 1))),
@@ -298,9 +288,7 @@ def fixture_tree(root):
                                 "num_experts": 128, "moe_tp_size": tp, "moe_ep_size": ep, "distribution": dist,
                                 "latency": skew * 0.01 * (1 + t) ** 0.5 / (tp * ep)})
     moe.append({**moe[0], "hidden_size": 4096})  # another model's shape: left out
-    folder = data / "moe" / "vllm" / "0.24.0"
-    folder.mkdir(parents=True)
-    pd.DataFrame(moe).to_csv(folder / "moe_perf.csv", index=False)
+    write_table(data, "moe", "vllm", "0.24.0", "moe", moe)
     return root
 
 
@@ -487,16 +475,14 @@ def add_deepseek(root):
             for model in ("deepseek-ai/DeepSeek-V3", "someone/Other")
             for kernel, kv in (("FLASHMLA", "fp8"), ("FLASH_ATTN_MLA", "bfloat16"))
             for gemm in ("bfloat16", "fp8_block") for h in (1, 16, 32, 64, 128) for b in (1, 8) for s in (1, 1023)]
-    folder = data / "mla" / "vllm" / "0.24.0"
-    folder.mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(folder / "mla_generation_module_perf.csv", index=False)
+    write_table(data, "mla", "vllm", "0.24.0", "mla_generation_module", rows)
     # prefill: kernels switch with the prompt length, and the 128-heads slice lacks 128 tokens
     context = [{**common, "op_name": "mla_context_module", "kernel_source": kernel, "model": "deepseek-ai/DeepSeek-V3",
                 "kv_cache_dtype": "fp8", "gemm_type": "fp8_block", "num_heads": h, "batch_size": b, "isl": p, "step": 0,
                 "latency": 1e-3 * mla_prefill_us(b, p)}
                for kernel, prompts in (("FLASHMLA", (16, 128)), ("FLASH_ATTN", (256, 4096)))
                for h in (16, 32, 64, 128) for b in (1, 8) for p in prompts if not (h == 128 and p == 128)]
-    pd.DataFrame(context).to_csv(folder / "mla_context_module_perf.csv", index=False)
+    write_table(data, "mla", "vllm", "0.24.0", "mla_context_module", context)
     return root
 
 
