@@ -23,3 +23,12 @@ def write_table(data: Path, family: str, backend: str, version: str, name: str, 
     folder = data / family / backend / version
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(folder / f"{name}_perf.csv", index=False)
+
+
+# Hand-made laws of the MLA module tables, microseconds, shared by the fixture and the expectations.
+def mla_us(b, length):
+    return 40.0 + 0.002 * b * length  # a floor plus the latent read: affine in L, as decode is read
+
+
+def mla_prefill_us(b, prompt):
+    return 1e-3 * b * prompt**2  # pure causal work: sqrt(time) linear in the prompt length
